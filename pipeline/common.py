@@ -1,0 +1,88 @@
+"""Small helpers shared by every module: JSON I/O, hashing, seeding, progress, logging."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def get_logger(name: str) -> logging.Logger:
+    logging.basicConfig(
+        level=os.environ.get("CXR_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    return logging.getLogger(name)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Numpy scalars/arrays to Python; NaN and inf to null (JSON has neither)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (temp file + rename), indented, NaN-free."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (when imported) for reproducible CPU runs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def show_progress() -> bool:
+    """Progress bars on a terminal only: quiet in CI logs and under DVC's piped output."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(iterable, total=total, desc=desc, disable=not show_progress(), leave=False))

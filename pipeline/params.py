@@ -1,0 +1,276 @@
+"""Loading and validating ``params.yaml``: one schema for every stage.
+
+Every stage loads the whole file through :func:`load_params`, so an unknown key, a wrong type or an
+out-of-range value stops the stage at once with a message that names the key and the bad value,
+e.g. ``params.yaml: ingest.size = -3: Input should be greater than or equal to 16``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExternalData(_Section):
+    dicom_dir: str | None = None
+    labels_csv: str | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "ExternalData":
+        if (self.dicom_dir is None) != (self.labels_csv is None):
+            raise ValueError("set both dicom_dir and labels_csv, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.dicom_dir is not None
+
+
+class Data(_Section):
+    dicom_dir: str = Field(min_length=1)
+    labels_csv: str = Field(min_length=1)
+    classes: list[str] = Field(min_length=2)
+    positive_class: str | None = None
+    external: ExternalData = ExternalData()
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> "Data":
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be distinct, got {self.classes}")
+        if len(self.classes) == 2 and self.positive_class is None:
+            raise ValueError("positive_class is required for a binary task")
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise ValueError(
+                f"positive_class {self.positive_class!r} is not one of classes {self.classes}"
+            )
+        return self
+
+    @property
+    def positive_index(self) -> int:
+        """Index of the positive class (binary tasks); the last class when none is named."""
+        if self.positive_class is None:
+            return len(self.classes) - 1
+        return self.classes.index(self.positive_class)
+
+
+class Ingest(_Section):
+    size: int = Field(ge=16, le=2048)
+    fit: Literal["pad", "crop"] = "pad"
+    apply_voi_lut: bool = True
+    min_size: int = Field(default=32, ge=1)
+    modalities: list[str] = Field(default_factory=lambda: ["CR", "DX", "RG", "DR"], min_length=1)
+    workers: int = Field(default=0, ge=0)
+    pseudonym_salt: str = Field(min_length=1)
+
+
+class Split(_Section):
+    val_fraction: float = Field(gt=0, lt=1)
+    test_fraction: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leave_train(self) -> "Split":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for train")
+        return self
+
+
+class Augment(_Section):
+    copies: int = Field(ge=0, le=50)
+    prob: float = Field(ge=0, le=1)
+    rotate_deg: float = Field(ge=0, le=180)
+    scale: float = Field(ge=0, lt=1)
+    translate: float = Field(ge=0, lt=1)
+    gamma: tuple[float, float]
+    noise_std: float = Field(ge=0, le=1)
+    horizontal_flip: bool = False
+    preview_images: int = Field(default=6, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _gamma_range(self) -> "Augment":
+        lo, hi = self.gamma
+        if not 0 < lo <= hi:
+            raise ValueError(f"gamma must be [low, high] with 0 < low <= high, got {list(self.gamma)}")
+        return self
+
+
+class Backbone(_Section):
+    name: str = Field(min_length=1)
+    weights_path: str | None = None
+    grey_to_rgb: Literal["repeat", "sum_stem"] = "repeat"
+
+
+class Features(_Section):
+    batch_size: int = Field(ge=1, le=4096)
+
+
+class Linear(_Section):
+    C_grid: list[float] = Field(min_length=1)
+    cv_folds: int = Field(ge=2, le=20)
+    class_weight: Literal["balanced"] | None = "balanced"
+    max_iter: int = Field(ge=10)
+    use_augmented: bool = True
+
+    @model_validator(mode="after")
+    def _positive_c(self) -> "Linear":
+        bad = [c for c in self.C_grid if c <= 0]
+        if bad:
+            raise ValueError(f"C_grid values must be > 0, got {bad}")
+        return self
+
+
+class Train(_Section):
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=4096)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    early_stopping_patience: int | None = Field(default=3, ge=1)
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    num_threads: int = Field(default=0, ge=0)
+    augment_on_the_fly: bool = True
+
+
+class Finetune(_Section):
+    lr_powers: list[float] = Field(min_length=2)
+    lr_boundaries: list[int] | None = None
+    unfreeze_last_n: int | None = Field(default=None, ge=0)
+    warmup_epochs: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> "Finetune":
+        bad = [p for p in self.lr_powers if p <= 0]
+        if bad:
+            raise ValueError(f"lr_powers are positive exponents (lr = 10^-p), got {bad}")
+        if self.lr_boundaries is not None:
+            if len(self.lr_boundaries) != len(self.lr_powers) - 2:
+                raise ValueError(
+                    f"lr_boundaries needs len(lr_powers) - 2 = {len(self.lr_powers) - 2} values, "
+                    f"got {self.lr_boundaries}"
+                )
+            b = self.lr_boundaries
+            if any(x < 1 for x in b) or any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
+                raise ValueError(f"lr_boundaries must be increasing indices >= 1, got {b}")
+        return self
+
+    @property
+    def learning_rates(self) -> list[float]:
+        return [10.0 ** (-p) for p in self.lr_powers]
+
+
+class Scratch(_Section):
+    lr: float = Field(gt=0, le=10)
+
+
+class Evaluate(_Section):
+    operating_point: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = Field(default=0.9, gt=0, lt=1)
+    calibration_bins: int = Field(default=10, ge=2, le=100)
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100000)
+    min_subgroup_size: int = Field(default=30, ge=1)
+    age_bands: list[float] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _increasing_bands(self) -> "Evaluate":
+        b = self.age_bands
+        if any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
+            raise ValueError(f"age_bands must be increasing, got {b}")
+        return self
+
+
+class Diagnose(_Section):
+    overfit_k: int = Field(default=2, ge=1)
+    gap_mild: float = Field(default=0.05, ge=0, le=1)
+    gap_severe: float = Field(default=0.15, ge=0, le=1)
+    fractions: list[float] = Field(min_length=1)
+    repeats: int = Field(default=1, ge=1, le=100)
+    learning_curve_epochs: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Diagnose":
+        bad = [f for f in self.fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"fractions must be in (0, 1], got {bad}")
+        if self.gap_severe < self.gap_mild:
+            raise ValueError("gap_severe must be >= gap_mild")
+        return self
+
+
+class Report(_Section):
+    title: str = "Transfer learning for chest radiograph classification"
+    gradcam_per_outcome: int = Field(default=2, ge=0, le=10)
+
+
+class Params(_Section):
+    seed: int = Field(ge=0)
+    data: Data
+    ingest: Ingest
+    split: Split
+    augment: Augment
+    backbone: Backbone
+    features: Features
+    linear: Linear
+    train: Train
+    finetune: Finetune
+    scratch: Scratch
+    evaluate: Evaluate
+    diagnose: Diagnose
+    report: Report
+
+
+def _format_error(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (misspelt? see the documented keys in params.yaml)")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key} = {e.get('input')!r}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise :class:`ParamsError` naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format_error(err, source, raw)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (relative paths resolve against the repository root)."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = REPO_ROOT / p
+    if not p.exists():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return validate_params(raw, source=str(path))
+
+
+def resolve_path(path: str | Path, root: Path = REPO_ROOT) -> Path:
+    """A params path: absolute as given, else relative to the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (root / p)

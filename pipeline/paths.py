@@ -1,0 +1,52 @@
+"""Where every stage reads and writes, relative to the repository root.
+
+``dvc.yaml`` names the same paths; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.params import REPO_ROOT
+
+PROCESSED = Path("data/processed")
+STORE = PROCESSED / "images.npy"  # (N, size, size) float16 in [0, 1], manifest row order
+MANIFEST = PROCESSED / "manifest.csv"
+SPLITS = PROCESSED / "splits.csv"
+AUGMENTED_STORE = PROCESSED / "augmented.npy"  # (M, size, size) float16
+AUGMENTED_INDEX = PROCESSED / "augmented.csv"  # aug_row, row (source manifest row), copy
+
+FEATURES_DIR = Path("data/features")
+FEATURES = FEATURES_DIR / "images.npy"  # (N, D) float32, manifest row order
+AUGMENTED_FEATURES = FEATURES_DIR / "augmented.npy"  # (M, D) float32, augmented.csv order
+FEATURES_INFO = FEATURES_DIR / "info.json"
+
+MODELS = Path("models")
+PREDICTIONS = Path("predictions")
+REPORTS = Path("reports")
+FIGURES = REPORTS / "figures"
+TRAIN_LOGS = REPORTS / "train"  # <path>.json (history + model card); <path>/ dvclive dir
+PLOTS = REPORTS / "plots"
+
+INGEST_REPORT = REPORTS / "ingest.json"
+SPLIT_REPORT = REPORTS / "split.json"
+METRICS = REPORTS / "metrics.json"
+EVALUATION = REPORTS / "evaluation.json"
+DIAGNOSTICS = REPORTS / "diagnostics.json"
+REPORT_HTML = REPORTS / "report.html"
+REPORT_MD = REPORTS / "report.md"
+
+PATHS = ("linear", "finetune", "scratch")  # the three transfer paths, in report order
+
+
+def predictions_csv(path_name: str) -> Path:
+    return PREDICTIONS / f"{path_name}.csv"
+
+
+def train_log(path_name: str) -> Path:
+    return TRAIN_LOGS / f"{path_name}.json"
+
+
+def repo_path(rel: Path | str) -> Path:
+    """Absolute path of a repository-relative artifact."""
+    return REPO_ROOT / rel
