@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
+# DVC stage commands call `python`: make it the project's.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install run test bench report clean help
 
