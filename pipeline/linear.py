@@ -1,0 +1,320 @@
+"""The linear path: logistic regression on frozen backbone embeddings (scikit-learn).
+
+The regularisation strength C is the only thing chosen, by patient-grouped cross-validation on the
+training split; the model is then refitted on all of train. Two rules keep the CV honest:
+
+* images of one patient never sit on both sides of a fold (``StratifiedGroupKFold`` on patients),
+  and the augmented views of an image belong to the source image's patient, so a view of a
+  held-out patient is never trained on;
+* CV scores are measured on original images only: augmented views are added to the training side
+  of each fold, never to the held-out side, so the CV AUROC estimates what val/test will show.
+
+When a class has fewer training patients than ``linear.cv_folds``, some fold would hold no image
+of that class and AUROC would be undefined there; the number of folds is then reduced, logged, and
+recorded in :class:`CVInfo` (``model.cv_info_``) so the model card says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipeline.common import get_logger
+from pipeline.params import Linear, Params
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pipeline.dataset import Dataset
+
+log = get_logger(__name__)
+
+CV_COLUMNS = ("C", "train_auroc", "cv_auroc", "cv_auroc_std")
+
+
+@dataclass
+class CVInfo:
+    """How the cross-validation ran; attached to the fitted pipeline as ``cv_info_``."""
+
+    folds_requested: int
+    folds_used: int
+    n_images: int  # original (non-augmented) training images
+    n_augmented: int  # augmented views added to the training side of each fold
+    n_patients: int
+    best_C: float
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def make_cv_splits(
+    y: np.ndarray,
+    groups: np.ndarray,
+    n_folds: int,
+    seed: int,
+    is_augmented: np.ndarray | None = None,
+) -> tuple[list[Split], list[str]]:
+    """Patient-grouped, class-stratified folds over all samples (originals + augmented views).
+
+    Folds are drawn on the original images (``StratifiedGroupKFold``) and then expanded by
+    patient: a fold's training side is every sample (original or augmented) of its training
+    patients, its held-out side the *original* images of the held-out patients. Folds are reduced
+    (with a warning, returned) until every fold holds every class on both sides; fewer than two
+    usable folds is an error.
+    """
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    aug = np.zeros(len(y), dtype=bool) if is_augmented is None else np.asarray(is_augmented, bool)
+    if not (len(y) == len(groups) == len(aug)):
+        raise ValueError(f"y ({len(y)}), groups ({len(groups)}) and is_augmented ({len(aug)}) differ in length")
+    orig = np.flatnonzero(~aug)
+    if orig.size == 0:
+        raise ValueError("no original (non-augmented) training images")
+    classes = np.unique(y[orig])
+    if classes.size < 2:
+        raise ValueError(f"training images hold a single class ({classes.tolist()}); need at least 2")
+
+    notes: list[str] = []
+    # A class needs at least one patient per held-out fold.
+    patients_per_class = {int(c): len(np.unique(groups[orig][y[orig] == c])) for c in classes}
+    k = min(n_folds, min(patients_per_class.values()))
+    if k < n_folds:
+        notes.append(
+            f"cv_folds reduced from {n_folds} to {k}: the smallest class has "
+            f"{min(patients_per_class.values())} training patients (patients per class: "
+            f"{patients_per_class})"
+        )
+    while k >= 2:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits: list[Split] = []
+        ok = True
+        with warnings.catch_warnings():
+            # "least populated class has fewer members than n_splits" counts images, not patients;
+            # the check that matters (every class in every fold) is done below.
+            warnings.simplefilter("ignore", UserWarning)
+            folds = list(splitter.split(np.zeros(orig.size), y[orig], groups[orig]))
+        for tr, te in folds:
+            train_patients = np.unique(groups[orig][tr])
+            test_patients = np.unique(groups[orig][te])
+            tr_idx = np.flatnonzero(np.isin(groups, train_patients))
+            te_idx = orig[np.isin(groups[orig], test_patients)]
+            if np.unique(y[tr_idx]).size < classes.size or np.unique(y[te_idx]).size < classes.size:
+                ok = False
+                break
+            splits.append((tr_idx, te_idx))
+        if ok:
+            for note in notes:
+                log.warning(note)
+            return splits, notes
+        notes.append(f"cv_folds reduced from {k} to {k - 1}: a {k}-fold split left a class out of a fold")
+        k -= 1
+    raise ValueError(
+        "cannot cross-validate C: fewer than 2 patient-grouped folds hold every class "
+        f"(patients per class: {patients_per_class}); add training patients or lower split fractions"
+    )
+
+
+def _scoring(n_classes: int) -> str:
+    return "roc_auc" if n_classes == 2 else "roc_auc_ovr"
+
+
+def fit_linear(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    cfg: Linear,
+    seed: int,
+    is_augmented: np.ndarray | None = None,
+) -> tuple[Pipeline, list[dict[str, float]]]:
+    """Choose C by patient-grouped CV on train, refit on all of train.
+
+    ``y`` holds class indices 0..K-1 (all present); ``groups`` the patient of every sample, an
+    augmented view carrying its source image's patient; ``is_augmented`` marks augmented views
+    (trained on, never scored). Returns the refitted ``StandardScaler -> LogisticRegression``
+    pipeline (with ``cv_info_`` and ``cv_results_``) and the validation-curve table: one row per
+    C, ``{C, train_auroc, cv_auroc, cv_auroc_std}``, C ascending.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be (n, D) with n = len(y) = {len(y)}, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("features contain NaN or inf")
+    n_classes = int(y.max()) + 1 if y.size else 0
+    if not np.array_equal(np.unique(y), np.arange(n_classes)) or n_classes < 2:
+        raise ValueError(
+            f"training labels must cover every class index 0..K-1 (K >= 2), got {np.unique(y).tolist()}"
+        )
+
+    splits, notes = make_cv_splits(y, groups, cfg.cv_folds, seed, is_augmented)
+    # Ascending grid: GridSearchCV keeps the first of tied C values, i.e. the strongest
+    # regularisation, the safer choice on a small data set.
+    grid = sorted(set(float(c) for c in cfg.C_grid))
+    model = make_pipeline(
+        # Embedding dimensions differ in scale by orders of magnitude; one C fits all only after
+        # standardising.
+        StandardScaler(),
+        LogisticRegression(class_weight=cfg.class_weight, max_iter=cfg.max_iter, random_state=seed),
+    )
+    search = GridSearchCV(
+        model,
+        param_grid={"logisticregression__C": grid},
+        scoring=_scoring(n_classes),
+        cv=splits,
+        refit=True,  # refit the best C on all training samples
+        return_train_score=True,
+        error_score="raise",  # every fold holds every class (make_cv_splits), so no NaN folds
+    )
+    search.fit(X, y)
+    res = search.cv_results_
+    cv_table = [
+        {
+            "C": float(c),
+            "train_auroc": float(tr),
+            "cv_auroc": float(te),
+            "cv_auroc_std": float(sd),
+        }
+        for c, tr, te, sd in zip(
+            res["param_logisticregression__C"],
+            res["mean_train_score"],
+            res["mean_test_score"],
+            res["std_test_score"],
+        )
+    ]
+    best = search.best_estimator_
+    aug = np.zeros(len(y), bool) if is_augmented is None else np.asarray(is_augmented, bool)
+    best.cv_info_ = CVInfo(
+        folds_requested=cfg.cv_folds,
+        folds_used=len(splits),
+        n_images=int((~aug).sum()),
+        n_augmented=int(aug.sum()),
+        n_patients=len(np.unique(np.asarray(groups)[~aug])),
+        best_C=float(search.best_params_["logisticregression__C"]),
+        warnings=notes,
+    )
+    best.cv_results_ = res
+    return best, cv_table
+
+
+def predict_linear(model: Pipeline, X: np.ndarray) -> np.ndarray:
+    """Class probabilities ``(n, n_classes)``, column k = class index k; rows sum to 1."""
+    classes = model.classes_
+    if not np.array_equal(classes, np.arange(len(classes))):
+        raise ValueError(f"model classes must be 0..K-1, got {classes.tolist()}")
+    return model.predict_proba(np.asarray(X, dtype=np.float64))
+
+
+def auroc(y: np.ndarray, probs: np.ndarray) -> float:
+    """AUROC as the CV scorer computes it (binary: class 1 score; multi-class: one-vs-rest macro).
+
+    For two classes the choice of positive class does not change the value. NaN when ``y`` lacks
+    a class (logged): the metric is undefined there, not zero.
+    """
+    y = np.asarray(y)
+    k = probs.shape[1]
+    if np.unique(y).size < k:
+        log.warning("AUROC undefined: %d of %d classes present", np.unique(y).size, k)
+        return float("nan")
+    if k == 2:
+        return float(roc_auc_score(y, probs[:, 1]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", labels=np.arange(k)))
+
+
+@dataclass
+class TrainingSet:
+    """The linear path's training matrix: original train images then their augmented views."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    is_augmented: np.ndarray
+    rows: np.ndarray  # source manifest row of every sample
+
+
+def build_training_set(
+    dataset: "Dataset",
+    features: np.ndarray,
+    aug_features: np.ndarray | None,
+    aug_index: pd.DataFrame | None,
+    train_rows: np.ndarray,
+    use_augmented: bool,
+) -> TrainingSet:
+    """Stack the features of ``train_rows`` and (optionally) of their augmented views.
+
+    Views whose source row is not in ``train_rows`` are left out (a learning-curve subset uses
+    only its own patients' views). A view whose source is not a *train*-split image is an error:
+    it would leak val/test images into training.
+    """
+    train_rows = np.asarray(train_rows, dtype=np.int64)
+    if len(features) != len(dataset.manifest):
+        raise ValueError(
+            f"features have {len(features)} rows but the manifest {len(dataset.manifest)}; "
+            "rerun the features stage"
+        )
+    labels = dataset.labels()
+    X_parts = [np.asarray(features[train_rows], dtype=np.float64)]
+    src_parts = [train_rows]
+    aug_parts = [np.zeros(len(train_rows), bool)]
+    if use_augmented and aug_index is not None and len(aug_index):
+        if aug_features is None or len(aug_features) != len(aug_index):
+            raise ValueError(
+                f"augmented features ({None if aug_features is None else len(aug_features)} rows) "
+                f"do not match augmented.csv ({len(aug_index)} rows); rerun the features stage"
+            )
+        src = aug_index["row"].to_numpy(dtype=np.int64)
+        not_train = np.setdiff1d(src, dataset.rows("train"))
+        if not_train.size:
+            raise ValueError(
+                f"augmented views of non-train rows {not_train[:5].tolist()}: augmentation must use "
+                "train images only; rerun the augment stage"
+            )
+        keep = np.isin(src, train_rows)
+        aug_rows = aug_index["aug_row"].to_numpy(dtype=np.int64)[keep]
+        X_parts.append(np.asarray(aug_features[aug_rows], dtype=np.float64))
+        src_parts.append(src[keep])
+        aug_parts.append(np.ones(int(keep.sum()), bool))
+    rows = np.concatenate(src_parts)
+    return TrainingSet(
+        X=np.concatenate(X_parts),
+        y=labels[rows],
+        # A view's group is its source image's patient: grouped CV keeps them together.
+        groups=dataset.patients(rows),
+        is_augmented=np.concatenate(aug_parts),
+        rows=rows,
+    )
+
+
+def fit_predict_linear(
+    dataset: "Dataset",
+    features: np.ndarray,
+    aug_features: np.ndarray | None,
+    aug_index: pd.DataFrame | None,
+    train_rows: np.ndarray,
+    predict_rows: np.ndarray,
+    params: Params,
+) -> tuple[np.ndarray, list[dict[str, float]], float]:
+    """Fit on ``train_rows`` (+ their augmented views when ``linear.use_augmented``), predict
+    ``predict_rows``. Used by the learning-curve diagnostics; returns (probs, cv_table, best_C)."""
+    ts = build_training_set(
+        dataset, features, aug_features, aug_index, train_rows, params.linear.use_augmented
+    )
+    n_classes = len(dataset.classes)
+    missing = sorted(set(range(n_classes)) - set(ts.y.tolist()))
+    if missing:
+        raise ValueError(
+            f"training rows hold no image of class(es) {[dataset.classes[i] for i in missing]}"
+        )
+    model, cv_table = fit_linear(ts.X, ts.y, ts.groups, params.linear, params.seed, ts.is_augmented)
+    probs = predict_linear(model, np.asarray(features[np.asarray(predict_rows, dtype=np.int64)]))
+    return probs, cv_table, model.cv_info_.best_C

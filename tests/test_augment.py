@@ -1,0 +1,203 @@
+"""pipeline.augment: the one augmentation definition, its materialised views and preview."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.augment import (
+    INDEX_COLUMNS,
+    augment_image,
+    make_augmentation,
+    materialise,
+    preview_grid,
+    view_seed,
+)
+from pipeline.params import Augment
+
+S = 32
+
+
+def _cfg(**over) -> Augment:
+    base = dict(copies=2, prob=0.8, rotate_deg=10.0, scale=0.1, translate=0.05, gamma=(0.7, 1.5),
+                noise_std=0.02, horizontal_flip=False, preview_images=2)
+    base.update(over)
+    return Augment(**base)
+
+
+def _asymmetric(size: int = S) -> np.ndarray:
+    """A left-right asymmetric image: a bright block on the left, a gradient on top."""
+    img = np.zeros((size, size), np.float32)
+    img[size // 4 : size // 2, 2 : size // 3] = 0.9
+    img[:4, :] = np.linspace(0.1, 0.6, size)
+    return img
+
+
+@pytest.fixture(scope="module")
+def default_transform():
+    return make_augmentation(_cfg())
+
+
+def test_deterministic_for_seed_and_differs_across_seeds(default_transform) -> None:
+    img = _asymmetric()
+    a = augment_image(default_transform, img, seed=7)
+    b = augment_image(default_transform, img, seed=7)
+    c = augment_image(default_transform, img, seed=8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    # A fresh transform from the same config gives the same view: nothing depends on call history.
+    np.testing.assert_array_equal(a, augment_image(make_augmentation(_cfg()), img, seed=7))
+
+
+def test_shape_dtype_range_and_input_untouched() -> None:
+    t = make_augmentation(_cfg(prob=1.0, noise_std=0.3, gamma=(0.5, 2.0)))
+    img = np.clip(_asymmetric() + 0.1, 0, 1).astype(np.float16)  # store dtype
+    before = img.copy()
+    out = augment_image(t, img, seed=3)
+    assert isinstance(out, np.ndarray) and out.shape == (S, S) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert np.any(out == 0.0) or np.any(out == 1.0)  # strong noise was clipped, not rescaled
+    np.testing.assert_array_equal(img, before)
+    with pytest.raises(ValueError, match="2-D"):
+        augment_image(t, img[None], seed=3)
+
+
+def test_no_horizontal_flip_when_off_and_flip_when_on() -> None:
+    img = _asymmetric()
+    off = make_augmentation(_cfg(prob=1.0, rotate_deg=0, scale=0, translate=0, gamma=(1.0, 1.0),
+                                 noise_std=0.0, horizontal_flip=False))
+    for seed in range(20):
+        np.testing.assert_allclose(augment_image(off, img, seed), img, atol=1e-6)
+    on = make_augmentation(_cfg(prob=1.0, rotate_deg=0, scale=0, translate=0, gamma=(1.0, 1.0),
+                                noise_std=0.0, horizontal_flip=True))
+    np.testing.assert_allclose(augment_image(on, img, 0), img[:, ::-1], atol=1e-6)
+
+
+def _centroid(img: np.ndarray) -> np.ndarray:
+    yy, xx = np.indices(img.shape)
+    return np.array([(img * yy).sum(), (img * xx).sum()]) / img.sum()
+
+
+def test_translation_is_a_fraction_of_the_image_side() -> None:
+    cfg = _cfg(prob=1.0, rotate_deg=0, scale=0, translate=0.2, gamma=(1.0, 1.0), noise_std=0.0)
+    shifts = []
+    for size in (32, 64):
+        yy, xx = np.indices((size, size))
+        blob = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * (size / 16) ** 2))
+        blob = blob.astype(np.float32)
+        out = augment_image(make_augmentation(cfg), blob, seed=5)
+        shifts.append((_centroid(out) - _centroid(blob)) / size)
+    assert np.abs(shifts[0]).max() > 0.01  # it moved
+    assert np.all(np.abs(shifts[0]) <= 0.2 + 1e-3)
+    np.testing.assert_allclose(shifts[0], shifts[1], atol=0.01)  # same relative shift at 2x size
+
+
+def test_transform_pickles_for_worker_processes(default_transform) -> None:
+    img = _asymmetric()
+    clone = pickle.loads(pickle.dumps(default_transform))
+    np.testing.assert_array_equal(augment_image(clone, img, 11), augment_image(default_transform, img, 11))
+
+
+def test_materialise_train_rows_only(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.random((6, S, S)).astype(np.float16)
+    train = np.array([1, 4])
+    out_path = tmp_path / "augmented.npy"
+    views, index = materialise(images, train, _cfg(), seed=42, copies=3, out_path=out_path)
+    assert list(index.columns) == list(INDEX_COLUMNS)
+    assert len(index) == 6 and index["aug_row"].tolist() == list(range(6))
+    assert index["row"].tolist() == [1, 1, 1, 4, 4, 4] and index["copy"].tolist() == [0, 1, 2] * 2
+    stored = np.load(out_path)
+    assert stored.shape == (6, S, S) and stored.dtype == np.float16
+    assert stored.min() >= 0 and stored.max() <= 1
+    # Each view is augment_image of its own source with the (seed, row, copy) seed.
+    t = make_augmentation(_cfg())
+    for aug_row, row, copy in index.itertuples(index=False):
+        expect = augment_image(t, images[row].astype(np.float32), view_seed(42, row, copy))
+        np.testing.assert_array_equal(stored[aug_row], expect.astype(np.float16))
+    # Independent of which other rows are augmented: row 4's views are the same alone.
+    alone, _ = materialise(images, np.array([4]), _cfg(), seed=42, copies=3)
+    np.testing.assert_array_equal(alone, stored[3:])
+
+
+def test_materialise_zero_copies_gives_empty_store_and_header(tmp_path) -> None:
+    images = np.zeros((3, S, S), np.float16)
+    views, index = materialise(images, np.array([0, 2]), _cfg(), seed=1, copies=0,
+                               out_path=tmp_path / "a.npy")
+    assert np.load(tmp_path / "a.npy").shape == (0, S, S)
+    index.to_csv(tmp_path / "a.csv", index=False)
+    back = pd.read_csv(tmp_path / "a.csv")
+    assert list(back.columns) == list(INDEX_COLUMNS) and len(back) == 0
+    with pytest.raises(ValueError, match="out of range"):
+        materialise(images, np.array([5]), _cfg(), seed=1, copies=1)
+
+
+def test_preview_png(tmp_path, default_transform) -> None:
+    from PIL import Image
+
+    images = np.stack([_asymmetric()] * 3).astype(np.float16)
+    path = preview_grid(images, np.array([0, 2]), default_transform, seed=42,
+                        path=tmp_path / "fig" / "augment_preview.png", copies=2)
+    with Image.open(path) as im:
+        im.verify()
+        assert im.format == "PNG"
+    with Image.open(path) as im:
+        w, h = im.size
+    assert w > h  # 3 columns (original + 2 views) by 2 lines
+
+
+def _load_stage(name: str):
+    import importlib.util
+
+    from pipeline.params import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO_ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_project(root, n: int = 12, size: int = S, copies: int = 2):
+    """A processed data set (store, manifest, splits) and a params file under ``root``."""
+    import yaml
+
+    from pipeline import paths
+    from pipeline.params import REPO_ROOT
+
+    proc = root / paths.PROCESSED
+    proc.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(proc / "images.npy", rng.random((n, size, size)).astype(np.float16))
+    split = (["train"] * 6 + ["val"] * 2 + ["test"] * 2 + ["external"] * 2)[:n]
+    manifest = pd.DataFrame({"row": range(n), "file": [f"f{i}.dcm" for i in range(n)],
+                             "source": ["external" if s == "external" else "internal" for s in split],
+                             "patient": [f"{i // 2:016x}" for i in range(n)],
+                             "label": ["normal", "abnormal"] * (n // 2)})
+    manifest.to_csv(proc / "manifest.csv", index=False)
+    manifest.assign(split=split)[["row", "patient", "label", "split"]].to_csv(proc / "splits.csv", index=False)
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["augment"]["copies"] = copies
+    raw["augment"]["preview_images"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return np.flatnonzero(np.array(split) == "train")
+
+
+def test_augment_stage_end_to_end(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from pipeline import paths
+
+    train = _tiny_project(tmp_path, copies=2)
+    stage = _load_stage("augment")
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(stage, "REPO_ROOT", tmp_path)
+    stage.main(["--params", str(tmp_path / "params.yaml")])
+    views = np.load(tmp_path / paths.AUGMENTED_STORE)
+    index = pd.read_csv(tmp_path / paths.AUGMENTED_INDEX)
+    assert views.shape == (len(train) * 2, S, S) and views.dtype == np.float16
+    assert set(index["row"]) == set(train)  # never val/test/external
+    with Image.open(tmp_path / paths.FIGURES / "augment_preview.png") as im:
+        assert im.format == "PNG"

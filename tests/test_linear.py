@@ -1,0 +1,216 @@
+"""pipeline.linear: patient-grouped CV over C, predictions, the learning-curve helper."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipeline.dataset import Dataset
+from pipeline.linear import (
+    CV_COLUMNS,
+    build_training_set,
+    fit_linear,
+    fit_predict_linear,
+    make_cv_splits,
+    predict_linear,
+)
+from pipeline.params import REPO_ROOT, Linear, load_params
+
+GRID = [0.001, 0.1, 10.0]
+
+
+def _cfg(**over) -> Linear:
+    base = dict(C_grid=GRID, cv_folds=3, class_weight="balanced", max_iter=500, use_augmented=True)
+    base.update(over)
+    return Linear(**base)
+
+
+def _problem(n_patients: int = 24, per_patient: int = 2, dim: int = 8, sep: float = 3.0,
+             n_classes: int = 2, seed: int = 0):
+    """Patients with 1-2 images each; the class shifts the mean of the first feature(s)."""
+    rng = np.random.default_rng(seed)
+    patient_class = np.arange(n_patients) % n_classes
+    groups = np.repeat([f"p{i:02d}" for i in range(n_patients)], per_patient)
+    y = np.repeat(patient_class, per_patient)
+    X = rng.normal(size=(len(y), dim))
+    X[np.arange(len(y)), y % dim] += sep
+    return X, y, groups
+
+
+def _with_views(X, y, groups, copies=2, seed=1):
+    """Append `copies` noisy views of every sample, carrying the source's label and patient."""
+    rng = np.random.default_rng(seed)
+    Xa = np.repeat(X, copies, axis=0) + rng.normal(scale=0.1, size=(len(X) * copies, X.shape[1]))
+    aug = np.r_[np.zeros(len(X), bool), np.ones(len(Xa), bool)]
+    return np.vstack([X, Xa]), np.r_[y, np.repeat(y, copies)], np.r_[groups, np.repeat(groups, copies)], aug
+
+
+def test_grouped_cv_never_leaks_a_patient_or_scores_views() -> None:
+    X, y, groups, aug = _with_views(*_problem())
+    splits, notes = make_cv_splits(y, groups, n_folds=3, seed=42, is_augmented=aug)
+    assert len(splits) == 3 and notes == []
+    seen_test = []
+    for tr, te in splits:
+        assert set(groups[tr]).isdisjoint(groups[te])
+        assert not aug[te].any()  # scored on original images only
+        # every sample (original or view) of a training patient is on the training side
+        assert set(tr) == set(np.flatnonzero(np.isin(groups, groups[tr])))
+        assert set(y[te]) == {0, 1} and set(y[tr]) == {0, 1}
+        seen_test.extend(te)
+    assert sorted(seen_test) == list(np.flatnonzero(~aug))  # each original held out exactly once
+
+
+def test_fit_picks_c_from_grid_and_reports_curve() -> None:
+    X, y, groups, aug = _with_views(*_problem(sep=1.0))
+    model, table = fit_linear(X, y, groups, _cfg(), seed=42, is_augmented=aug)
+    assert [r["C"] for r in table] == sorted(GRID)
+    assert all(set(r) == set(CV_COLUMNS) for r in table)
+    best = model.cv_info_.best_C
+    assert best in GRID and model.named_steps["logisticregression"].C == best
+    assert best == max(table, key=lambda r: (r["cv_auroc"], -r["C"]))["C"]
+    assert all(0.0 <= r["cv_auroc"] <= 1.0 and r["cv_auroc_std"] >= 0 for r in table)
+    info = model.cv_info_
+    assert (info.folds_used, info.n_images, info.n_augmented, info.n_patients) == (3, 48, 96, 24)
+
+
+def test_separable_problem_auroc_near_one_and_probabilities() -> None:
+    X, y, groups = _problem(n_patients=40, sep=4.0)
+    Xt, yt, _ = _problem(n_patients=20, sep=4.0, seed=9)
+    model, table = fit_linear(X, y, groups, _cfg(), seed=0)
+    probs = predict_linear(model, Xt)
+    assert probs.shape == (len(yt), 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert probs.min() >= 0 and probs.max() <= 1
+    assert roc_auc_score(yt, probs[:, 1]) > 0.97
+    assert max(r["cv_auroc"] for r in table) > 0.95
+
+
+def test_multiclass_probabilities_sum_to_one() -> None:
+    X, y, groups = _problem(n_patients=30, n_classes=3, sep=3.0)
+    model, table = fit_linear(X, y, groups, _cfg(), seed=0)
+    probs = predict_linear(model, X)
+    assert probs.shape == (len(y), 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert len(table) == len(GRID)
+
+
+def test_same_seed_identical_probabilities() -> None:
+    X, y, groups, aug = _with_views(*_problem(sep=1.0))
+    p1 = predict_linear(fit_linear(X, y, groups, _cfg(), 7, aug)[0], X)
+    p2 = predict_linear(fit_linear(X, y, groups, _cfg(), 7, aug)[0], X)
+    np.testing.assert_array_equal(p1, p2)
+
+
+def test_too_few_patients_reduces_folds_with_a_recorded_warning(caplog) -> None:
+    X, y, groups = _problem(n_patients=20)
+    # Only 3 patients of class 1 remain: 5 folds cannot each hold one.
+    keep = (y == 0) | np.isin(groups, ["p01", "p03", "p05"])
+    with caplog.at_level(logging.WARNING):
+        model, _ = fit_linear(X[keep], y[keep], groups[keep], _cfg(cv_folds=5), seed=0)
+    info = model.cv_info_
+    assert (info.folds_requested, info.folds_used) == (5, 3)
+    assert info.warnings and "reduced from 5 to 3" in info.warnings[0]
+    assert "reduced from 5 to 3" in caplog.text
+    one = (y == 0) | (groups == "p01")
+    with pytest.raises(ValueError, match="fewer than 2"):
+        fit_linear(X[one], y[one], groups[one], _cfg(), seed=0)
+
+
+def test_rejects_bad_labels_and_features() -> None:
+    X, y, groups = _problem()
+    with pytest.raises(ValueError, match="every class index"):
+        fit_linear(X, y + 1, groups, _cfg(), seed=0)
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fit_linear(X, y, groups, _cfg(), seed=0)
+
+
+def _dataset(n_patients: int = 24, dim: int = 8):
+    X, y, groups = _problem(n_patients=n_patients, dim=dim)
+    n = len(y)
+    split = np.where(np.isin(groups, [f"p{i:02d}" for i in range(18)]), "train", "val")
+    manifest = pd.DataFrame({"row": np.arange(n), "file": [f"f{i}.dcm" for i in range(n)],
+                             "patient": groups, "label": np.where(y == 1, "abnormal", "normal"),
+                             "split": split})
+    ds = Dataset(manifest=manifest, images=np.zeros((n, 4, 4), np.float16),
+                 classes=("normal", "abnormal"))
+    return ds, X.astype(np.float32)
+
+
+def test_fit_predict_linear_uses_only_views_of_its_train_rows() -> None:
+    ds, feats = _dataset()
+    params = load_params(REPO_ROOT / "params.yaml")
+    params = params.model_copy(update={"linear": _cfg()})
+    train = ds.rows("train")
+    aug_index = pd.DataFrame({"aug_row": np.arange(2 * len(train)), "row": np.repeat(train, 2),
+                              "copy": np.tile([0, 1], len(train))})
+    aug_feats = np.repeat(feats[train], 2, axis=0) + 0.05
+    subset = train[:24]  # a learning-curve fraction: the first 12 training patients
+    ts = build_training_set(ds, feats, aug_feats, aug_index, subset, use_augmented=True)
+    assert len(ts.y) == 24 * 3 and set(ts.rows) == set(subset)
+    np.testing.assert_array_equal(ts.groups, ds.patients(ts.rows))
+    probs, table, best_C = fit_predict_linear(ds, feats, aug_feats, aug_index, subset,
+                                              ds.rows("val"), params)
+    assert probs.shape == (len(ds.rows("val")), 2) and best_C in GRID and len(table) == len(GRID)
+    off = build_training_set(ds, feats, aug_feats, aug_index, subset, use_augmented=False)
+    assert len(off.y) == 24 and not off.is_augmented.any()
+    leaky = aug_index.assign(row=np.r_[ds.rows("val")[:2], aug_index["row"].to_numpy()[2:]])
+    with pytest.raises(ValueError, match="non-train rows"):
+        build_training_set(ds, feats, aug_feats, leaky, subset, use_augmented=True)
+
+
+def test_linear_stage_end_to_end(tmp_path, monkeypatch) -> None:
+    import importlib.util
+    import json
+
+    import yaml
+
+    from pipeline import paths
+    from pipeline.predictions import read_predictions
+
+    # 20 patients x 2 images, patient-level classes; 12 train, 4 val, 4 test patients.
+    X, y, groups = _problem(n_patients=20, dim=6, sep=3.0)
+    n = len(y)
+    patient_idx = np.repeat(np.arange(20), 2)
+    split = np.select([patient_idx < 12, patient_idx < 16], ["train", "val"], "test")
+    proc = tmp_path / paths.PROCESSED
+    proc.mkdir(parents=True)
+    np.save(proc / "images.npy", np.zeros((n, 16, 16), np.float16))
+    manifest = pd.DataFrame({"row": range(n), "file": [f"f{i}.dcm" for i in range(n)],
+                             "source": "internal", "patient": groups,
+                             "label": np.where(y == 1, "abnormal", "normal")})
+    manifest.to_csv(proc / "manifest.csv", index=False)
+    manifest.assign(split=split)[["row", "patient", "label", "split"]].to_csv(proc / "splits.csv", index=False)
+    train = np.flatnonzero(split == "train")
+    pd.DataFrame({"aug_row": range(len(train)), "row": train, "copy": 0}).to_csv(proc / "augmented.csv", index=False)
+    fdir = tmp_path / paths.FEATURES_DIR
+    fdir.mkdir(parents=True)
+    np.save(fdir / "images.npy", X.astype(np.float32))
+    np.save(fdir / "augmented.npy", (X[train] + 0.1).astype(np.float32))
+    (fdir / "info.json").write_text(json.dumps({"backbone": "efficientnet_lite0", "weights_source": "test",
+                                                "weights_sha256": "ab" * 32, "D": 6}))
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["linear"].update(cv_folds=3, C_grid=GRID)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+
+    spec = importlib.util.spec_from_file_location("stage_linear", REPO_ROOT / "stages" / "linear.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(stage, "REPO_ROOT", tmp_path)
+    stage.main(["--params", str(tmp_path / "params.yaml")])
+
+    preds = read_predictions(tmp_path / "predictions" / "linear.csv", ("normal", "abnormal"))
+    assert preds["row"].tolist() == list(range(n)) and set(preds["split"]) == {"train", "val", "test"}
+    assert (tmp_path / "models" / "linear" / "model.joblib").is_file()
+    log = json.loads((tmp_path / "reports" / "train" / "linear.json").read_text())
+    card = log["model_card"]
+    assert card["path"] == "linear" and card["weights_sha256"] == "ab" * 32
+    assert card["trained"] == "logistic regression on frozen 6-d embeddings"
+    assert (card["n_train_images"], card["n_train_augmented"], card["n_train_patients"]) == (24, 24, 12)
+    assert log["best_C"] in GRID and [r["C"] for r in log["cv"]] == GRID
+    assert log["val_auroc"] > 0.9
