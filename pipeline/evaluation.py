@@ -1,0 +1,445 @@
+"""From prediction files + manifest to ``reports/metrics.json`` and ``reports/evaluation.json``.
+
+The operating point of each path is fixed on its validation predictions and then applied,
+unchanged, to test and external: choosing it on test would make every threshold metric
+optimistic. Splits evaluated: ``test``, and ``external`` when ``data.external`` is configured and
+external rows exist. Schema of evaluation.json: DESIGN.md, "Internal formats → evaluation.json".
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import metrics as M
+from pipeline import paths
+from pipeline.params import Params
+
+SCHEMA_VERSION = 1
+ALPHA = 0.05
+EVAL_SPLITS = ("test", "external")
+VALID_SPLITS = ("train", "val", "test", "external")
+MANIFEST_COLUMNS = ("row", "patient", "label", "sex", "age", "view")
+SEXES = ("M", "F", "O", "U")
+
+# Flat keys of reports/metrics.json, in order (README documents them).
+FLAT_KEYS = (
+    "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_boot_ci_low", "auroc_boot_ci_high",
+    "average_precision", "sensitivity", "specificity", "ppv", "npv", "balanced_accuracy",
+    "brier", "ece", "threshold", "n", "n_positive",
+)
+
+DEFINITIONS = {
+    "auroc": "Area under the ROC curve of P(positive class); for more than 2 classes the macro "
+    "average of one-vs-rest AUROCs.",
+    "auroc_ci": "DeLong 95% interval: AUROC ± 1.96·SE, SE from DeLong's structural components "
+    "(Sun & Xu 2014 fast algorithm), clipped to [0, 1]; for the macro AUROC the covariance of the "
+    "one-vs-rest AUROCs comes from the same per-image placement values.",
+    "auroc_boot_ci": "Percentile 95% interval over bootstrap resamples of PATIENTS (all images of "
+    "a drawn patient kept); resamples with a single class are skipped and counted.",
+    "operating_point": "Threshold fixed on the validation split only (Youden's J = sensitivity + "
+    "specificity - 1 maximised, or the highest threshold whose validation sensitivity reaches the "
+    "target); a case is positive when P(positive) >= threshold.",
+    "wilson": "Sensitivity, specificity, PPV, NPV and accuracy carry Wilson score 95% intervals "
+    "(no continuity correction).",
+    "brier": "Mean squared difference between P(positive) and the 0/1 outcome (multi-class "
+    "without a positive class: sum over classes).",
+    "ece": "Expected calibration error: over equal-width probability bins, the image-weighted "
+    "mean of |mean predicted probability - observed fraction positive|; multi-class without a "
+    "positive class uses the top-label confidence and correctness.",
+    "paired_delong": "AUROC difference of two paths on the same images; variance var_a + var_b - "
+    "2 cov_ab from DeLong's covariance; two-sided z-test p-value.",
+    "subgroup_flag": "A subgroup is flagged (never dropped) when it has fewer than "
+    "min_subgroup_size images or lacks a class; AUROC is null when a class is missing.",
+}
+
+
+class EvaluationError(ValueError):
+    """Prediction files or manifest do not meet the contract; the message says which and how."""
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+
+
+def check_manifest(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """The manifest columns evaluation needs, indexed by ``row``; unknown labels are an error."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise EvaluationError(f"manifest is missing columns {missing} (see DESIGN.md, Manifest)")
+    m = manifest[list(MANIFEST_COLUMNS)].copy()
+    if m["row"].duplicated().any():
+        raise EvaluationError("manifest has duplicated rows")
+    unknown = sorted(set(m["label"].astype(str)) - set(classes))
+    if unknown:
+        raise EvaluationError(f"manifest labels {unknown} are not in data.classes {classes}")
+    m["label"] = m["label"].astype(str)
+    m["patient"] = m["patient"].astype(str)
+    sex = m["sex"].astype(object).where(m["sex"].notna(), "U").astype(str).str.upper()
+    m["sex"] = sex.where(sex.isin(SEXES), "U")
+    m["age"] = pd.to_numeric(m["age"], errors="coerce")
+    view = m["view"].astype(object).where(m["view"].notna(), "").astype(str).str.strip()
+    m["view"] = view.where(view != "", M.UNKNOWN)
+    return m.set_index("row", drop=False)
+
+
+def check_predictions(
+    name: str, df: pd.DataFrame, manifest: pd.DataFrame, classes: list[str]
+) -> pd.DataFrame:
+    """One path's predictions joined to the manifest; every contract breach is an error."""
+    prob_cols = [f"prob_{c}" for c in classes]
+    missing = [c for c in ("row", "split", "label", *prob_cols) if c not in df.columns]
+    if missing:
+        raise EvaluationError(f"predictions/{name}.csv: missing columns {missing}")
+    if df["row"].duplicated().any():
+        raise EvaluationError(f"predictions/{name}.csv: duplicated rows")
+    bad_split = sorted(set(df["split"].astype(str)) - set(VALID_SPLITS))
+    if bad_split:
+        raise EvaluationError(f"predictions/{name}.csv: unknown splits {bad_split}")
+    rows = set(df["row"].tolist())
+    unknown_rows = sorted(rows - set(manifest.index))
+    if unknown_rows:
+        raise EvaluationError(
+            f"predictions/{name}.csv: {len(unknown_rows)} rows not in the manifest "
+            f"(e.g. {unknown_rows[:5]}); rerun the path after ingest"
+        )
+    lacking = sorted(set(manifest.index) - rows)
+    if lacking:
+        raise EvaluationError(
+            f"predictions/{name}.csv: {len(lacking)} manifest rows have no prediction "
+            f"(e.g. {lacking[:5]}); the contract is one row per image of every split"
+        )
+    probs = df[prob_cols].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1:
+        raise EvaluationError(f"predictions/{name}.csv: probabilities must be finite, in [0, 1]")
+    joined = df[["row", "split", "label", *prob_cols]].merge(
+        manifest.drop(columns="label").reset_index(drop=True).assign(_mlabel=manifest["label"].values),
+        on="row",
+        how="left",
+    )
+    mismatch = joined["label"].astype(str) != joined["_mlabel"].astype(str)
+    if mismatch.any():
+        raise EvaluationError(
+            f"predictions/{name}.csv: {int(mismatch.sum())} labels differ from the manifest "
+            f"(e.g. row {int(joined.loc[mismatch, 'row'].iloc[0])}); stale predictions?"
+        )
+    joined["split"] = joined["split"].astype(str)
+    joined["label"] = joined["label"].astype(str)
+    return joined.drop(columns="_mlabel").sort_values("row").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------------
+
+
+class _Task:
+    """Class bookkeeping shared by every block: headline vs binary task."""
+
+    def __init__(self, params: Params) -> None:
+        self.classes = list(params.data.classes)
+        self.k = len(self.classes)
+        self.positive_class = params.data.positive_class
+        self.pos = self.classes.index(self.positive_class) if self.positive_class else None
+        self.binary = self.pos is not None  # positive_class vs rest exists
+        self.prob_cols = [f"prob_{c}" for c in self.classes]
+        self.lookup = {c: i for i, c in enumerate(self.classes)}
+
+    def arrays(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        y = df["label"].map(self.lookup).to_numpy(dtype=np.int64)
+        return y, df[self.prob_cols].to_numpy(dtype=np.float64)
+
+    def headline(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        return M.headline_auc_ci(y, probs, self.pos if self.pos is not None else 1, ALPHA)
+
+
+def _operating_point(task: _Task, val: pd.DataFrame, params: Params) -> dict[str, Any] | None:
+    ev = params.evaluate
+    if not task.binary:
+        return None
+    block: dict[str, Any] = {
+        "method": ev.operating_point,
+        "target_sensitivity": ev.target_sensitivity if ev.operating_point == "sensitivity" else None,
+        "chosen_on": "val",
+        "threshold": None,
+        "note": None,
+        "val": None,
+    }
+    y, probs = task.arrays(val)
+    yb, s = y == task.pos, probs[:, task.pos]
+    if len(val) == 0 or yb.all() or not yb.any():
+        block["note"] = (
+            f"validation split has {len(val)} images and "
+            f"{'no' if not yb.any() else 'only'} {task.positive_class} cases: no operating point, "
+            "threshold metrics are null"
+        )
+        return block
+    thr = M.choose_threshold(yb, s, ev.operating_point, ev.target_sensitivity)
+    block["threshold"] = thr
+    block["val"] = M.binary_metrics_at(yb, s, thr, ALPHA)
+    return block
+
+
+def _split_block(
+    task: _Task, df: pd.DataFrame, threshold: float | None, params: Params
+) -> dict[str, Any]:
+    ev = params.evaluate
+    y, probs = task.arrays(df)
+    patients = df["patient"].to_numpy()
+    head = task.headline(y, probs)
+    boot_score = probs[:, task.pos] if task.k == 2 else probs
+    boot_y = (y == task.pos) if task.k == 2 else y
+    boot = M.bootstrap_auc_ci(boot_y, boot_score, patients, ev.bootstrap_samples, params.seed, ALPHA)
+    out: dict[str, Any] = {
+        "n": int(len(df)),
+        "n_patients": int(len(np.unique(patients))),
+        "class_counts": {c: int((y == i).sum()) for i, c in enumerate(task.classes)},
+        "n_positive": int((y == task.pos).sum()) if task.binary else None,
+        "auroc": {
+            "value": head["auc"], "ci_low": head["ci_low"], "ci_high": head["ci_high"],
+            "se": float(np.sqrt(head["var"])) if np.isfinite(head["var"]) else float("nan"),
+            "method": "delong",
+        },
+        "auroc_bootstrap": {
+            "value": boot["auc"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+            "unit": "patient", "n_groups": boot["n_groups"],
+            "n_boot_requested": boot["n_boot_requested"], "n_boot": boot["n_boot"],
+            "skipped_single_class": boot["skipped_single_class"], "seed": boot["seed"],
+        },
+        "per_class": None,
+        "at_threshold": None,
+    }
+    if task.k > 2:
+        ovr = M.ovr_auc_ci(y, probs, ALPHA)
+        out["per_class"] = {
+            c: {
+                "n_positive": r["n_positive"], "auroc": r["auc"], "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"],
+                "se": float(np.sqrt(r["var"])) if np.isfinite(r["var"]) else float("nan"),
+                "average_precision": M.average_precision(y == i, probs[:, i]),
+            }
+            for i, (c, r) in enumerate(zip(task.classes, ovr["per_class"]))
+        }
+        aps = [v["average_precision"] for v in out["per_class"].values()]
+        out["average_precision"] = float(np.mean(aps))  # NaN if a class is absent
+    if task.binary:
+        yb, s = y == task.pos, probs[:, task.pos]
+        if task.k == 2:
+            out["average_precision"] = M.average_precision(yb, s)
+        if threshold is not None:
+            out["at_threshold"] = M.binary_metrics_at(yb, s, threshold, ALPHA)
+        out["calibration"] = M.calibration(yb, s, ev.calibration_bins)
+        roc = [{"class": task.positive_class, **M.roc_points(yb, s)}]
+        pr = [{"class": task.positive_class, **M.pr_points(yb, s)}]
+    else:
+        out["calibration"] = M.top_label_calibration(y, probs, ev.calibration_bins)
+        roc = [{"class": c, **M.roc_points(y == i, probs[:, i])} for i, c in enumerate(task.classes)]
+        pr = [{"class": c, **M.pr_points(y == i, probs[:, i])} for i, c in enumerate(task.classes)]
+    out["curves"] = {"roc": roc, "pr": pr}
+    attributes = {
+        "sex": df["sex"].to_numpy(dtype=object),
+        "age_band": M.age_band_labels(df["age"].to_numpy(dtype=np.float64), ev.age_bands),
+        "view": df["view"].to_numpy(dtype=object),
+    }
+    out["subgroups"] = M.subgroup_table(
+        y, probs, attributes, patients, task.classes, task.pos, ev.min_subgroup_size, ALPHA
+    )
+    return out
+
+
+def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str) -> list[dict]:
+    rows = []
+    for a, b in itertools.combinations(list(joined), 2):
+        da = joined[a][joined[a]["split"] == split]
+        db = joined[b][joined[b]["split"] == split]
+        both = da.merge(db[["row", *task.prob_cols]], on="row", suffixes=("", "_b"))
+        if len(both) == 0:
+            continue
+        y, pa = task.arrays(both)
+        pb = both[[f"{c}_b" for c in task.prob_cols]].to_numpy(dtype=np.float64)
+        if task.k == 2:
+            diff, lo, hi, p = M.delong_paired_test(y == task.pos, pa[:, task.pos], pb[:, task.pos], ALPHA)
+        else:
+            diff, lo, hi, p = M.ovr_paired_test(y, pa, pb, ALPHA)
+        rows.append(
+            {
+                "path_a": a, "path_b": b, "n": int(len(both)),
+                "auroc_a": task.headline(y, pa)["auc"], "auroc_b": task.headline(y, pb)["auc"],
+                "difference": diff, "ci_low": lo, "ci_high": hi, "p_value": p,
+                "method": "paired DeLong",
+            }
+        )
+    return rows
+
+
+def _flat(task: _Task, block: dict[str, Any]) -> dict[str, Any]:
+    at = block.get("at_threshold")
+
+    def thr(key: str) -> float | None:
+        if at is None:
+            return None
+        v = at[key]["value"] if isinstance(at[key], dict) else at[key]
+        return _nan_to_none(v)
+
+    flat = {
+        "auroc": block["auroc"]["value"],
+        "auroc_ci_low": block["auroc"]["ci_low"],
+        "auroc_ci_high": block["auroc"]["ci_high"],
+        "auroc_boot_ci_low": block["auroc_bootstrap"]["ci_low"],
+        "auroc_boot_ci_high": block["auroc_bootstrap"]["ci_high"],
+        "average_precision": block.get("average_precision"),
+        "sensitivity": thr("sensitivity"),
+        "specificity": thr("specificity"),
+        "ppv": thr("ppv"),
+        "npv": thr("npv"),
+        "balanced_accuracy": thr("balanced_accuracy"),
+        "brier": block["calibration"]["brier"],
+        "ece": block["calibration"]["ece"],
+        "threshold": at["threshold"] if at is not None else None,
+        "n": block["n"],
+        "n_positive": block["n_positive"],
+    }
+    if block["per_class"]:
+        for c, r in block["per_class"].items():
+            flat[f"auroc_{c}"] = r["auroc"]
+    return {k: _nan_to_none(v) for k, v in flat.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_predictions(
+    predictions: Mapping[str, pd.DataFrame], manifest: pd.DataFrame, params: Params
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """All statistics of every available path: ``(metrics, evaluation)``.
+
+    ``predictions`` maps path name (linear/finetune/scratch) → its prediction DataFrame;
+    ``manifest`` is data/processed/manifest.csv. ``metrics`` is the flat dict for
+    reports/metrics.json, ``evaluation`` the full document (schema in DESIGN.md).
+    """
+    if not predictions:
+        raise EvaluationError("no prediction files to evaluate (expected predictions/<path>.csv)")
+    task = _Task(params)
+    ev = params.evaluate
+    man = check_manifest(manifest, task.classes)
+    order = [p for p in paths.PATHS if p in predictions] + sorted(
+        p for p in predictions if p not in paths.PATHS
+    )
+    joined = {name: check_predictions(name, predictions[name], man, task.classes) for name in order}
+    first = order[0]
+    for name in order[1:]:
+        differ = joined[name]["split"].to_numpy() != joined[first]["split"].to_numpy()
+        if differ.any():  # both sorted by row over the same manifest rows
+            raise EvaluationError(
+                f"predictions/{name}.csv and predictions/{first}.csv put {int(differ.sum())} rows "
+                "in different splits; rerun the paths after the split stage"
+            )
+
+    notes: list[str] = []
+    splits = []
+    for split in EVAL_SPLITS:
+        counts = {name: int((df["split"] == split).sum()) for name, df in joined.items()}
+        if split == "test":
+            empty = [n for n, c in counts.items() if c == 0]
+            if empty:
+                raise EvaluationError(f"no test rows in predictions of {empty}")
+            splits.append(split)
+        elif params.data.external.enabled:
+            if all(c > 0 for c in counts.values()):
+                splits.append(split)
+            else:
+                notes.append("data.external is configured but the predictions have no external rows")
+        elif any(counts.values()):
+            notes.append("external rows present but data.external is off: not evaluated")
+    if not task.binary:
+        notes.append(
+            "more than 2 classes and no data.positive_class: operating-point metrics skipped; "
+            "calibration uses top-label confidence"
+        )
+
+    results: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
+    for name, df in joined.items():
+        op = _operating_point(task, df[df["split"] == "val"], params)
+        thr = op["threshold"] if op else None
+        per_split = {s: _split_block(task, df[df["split"] == s], thr, params) for s in splits}
+        for s, blk in per_split.items():
+            if not np.isfinite(blk["auroc"]["value"]):
+                counts = ", ".join(f"{c}: {k}" for c, k in blk["class_counts"].items())
+                notes.append(f"{name}/{s}: AUROC undefined, a class is missing ({counts})")
+        if op is not None and op["note"]:
+            notes.append(f"{name}: {op['note']}")
+        results[name] = {"operating_point": op, "splits": per_split}
+        flat[name] = {s: _flat(task, b) for s, b in per_split.items()}
+
+    evaluation = {
+        "schema_version": SCHEMA_VERSION,
+        "classes": task.classes,
+        "positive_class": task.positive_class,
+        "task": "binary" if task.k == 2 else "multiclass",
+        "alpha": ALPHA,
+        "seed": params.seed,
+        "settings": {
+            "operating_point": ev.operating_point,
+            "target_sensitivity": ev.target_sensitivity,
+            "calibration_bins": ev.calibration_bins,
+            "bootstrap_samples": ev.bootstrap_samples,
+            "min_subgroup_size": ev.min_subgroup_size,
+            "age_bands": list(ev.age_bands),
+        },
+        "definitions": DEFINITIONS,
+        "splits": splits,
+        "paths": list(joined),
+        "notes": notes,
+        "results": results,
+        "comparisons": {s: _comparisons(task, joined, s) for s in splits},
+    }
+    return flat, evaluation
+
+
+def write_plot_data(evaluation: Mapping[str, Any], plots_dir: str | Path) -> list[Path]:
+    """DVC plot CSVs: roc/, pr/, calibration/ ``<path>_<split>[_<class>].csv`` (DESIGN.md).
+
+    Stale CSVs in those three folders are removed first, so a path whose predictions disappeared
+    leaves no old curve behind.
+    """
+    plots_dir = Path(plots_dir)
+    for sub in ("roc", "pr", "calibration"):
+        (plots_dir / sub).mkdir(parents=True, exist_ok=True)
+        for old in (plots_dir / sub).glob("*.csv"):
+            old.unlink()
+    written = []
+    for name, res in evaluation["results"].items():
+        for split, block in res["splits"].items():
+            single = len(block["curves"]["roc"]) == 1
+            for kind, cols in (("roc", ("fpr", "tpr", "threshold")), ("pr", ("recall", "precision"))):
+                for curve in block["curves"][kind]:
+                    stem = f"{name}_{split}" if single else f"{name}_{split}_{curve['class']}"
+                    p = plots_dir / kind / f"{stem}.csv"
+                    pd.DataFrame({c: curve[c] for c in cols}).to_csv(p, index=False)
+                    written.append(p)
+            bins = [b for b in block["calibration"]["bins"] if b["count"] > 0]
+            p = plots_dir / "calibration" / f"{name}_{split}.csv"
+            pd.DataFrame(
+                {
+                    "mean_predicted": [b["mean_predicted"] for b in bins],
+                    "fraction_positive": [b["fraction_positive"] for b in bins],
+                    "count": [b["count"] for b in bins],
+                }
+            ).to_csv(p, index=False)
+            written.append(p)
+    return written

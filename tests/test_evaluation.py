@@ -1,0 +1,233 @@
+"""pipeline.evaluation and the evaluate stage on synthetic predictions + manifest."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import metrics as M
+from pipeline.common import write_json
+from pipeline.evaluation import FLAT_KEYS, EvaluationError, evaluate_predictions
+from pipeline.params import REPO_ROOT, validate_params
+
+SIGNAL = {"linear": 1.5, "finetune": 2.5, "scratch": 0.3}
+
+
+def _params(**evaluate):
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["evaluate"].update({"bootstrap_samples": 200, "min_subgroup_size": 30, **evaluate})
+    return raw
+
+
+def _make(classes=("normal", "abnormal"), n_patients=240, seed=0, external=True):
+    """Manifest + predictions: 1-3 images per patient, patient-level splits."""
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 4, n_patients)
+    patient = np.repeat(np.arange(n_patients), per)
+    n = len(patient)
+    k = len(classes)
+    lab_pat = rng.integers(0, k, n_patients)
+    label = lab_pat[patient]
+    split_pat = rng.choice(
+        ["train", "val", "test", "external"] if external else ["train", "val", "test"],
+        size=n_patients,
+        p=[0.4, 0.2, 0.2, 0.2] if external else [0.5, 0.25, 0.25],
+    )
+    sex_pat = rng.choice(["M", "F", "U"], size=n_patients, p=[0.48, 0.48, 0.04])
+    sex_pat[np.flatnonzero(split_pat == "test")[:4]] = "O"  # a small subgroup to be flagged
+    age_pat = np.where(rng.uniform(size=n_patients) < 0.05, np.nan, rng.uniform(18, 95, n_patients))
+    manifest = pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "file": [f"img{i:04d}.dcm" for i in range(n)],
+            "source": np.where(split_pat[patient] == "external", "external", "internal"),
+            "patient": [f"{p:016x}" for p in patient],
+            "label": np.array(classes)[label],
+            "sex": sex_pat[patient],
+            "age": age_pat[patient],
+            "view": rng.choice(["PA", "AP", ""], size=n, p=[0.6, 0.35, 0.05]),
+            "modality": "DX",
+        }
+    )
+    preds = {}
+    for name, sig in SIGNAL.items():
+        logits = rng.normal(size=(n, k))
+        logits[np.arange(n), label] += sig
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        df = pd.DataFrame(
+            {"row": np.arange(n), "file": manifest["file"], "split": split_pat[patient],
+             "label": manifest["label"]}
+        )
+        for j, c in enumerate(classes):
+            df[f"prob_{c}"] = probs[:, j]
+        preds[name] = df
+    return manifest, preds
+
+
+@pytest.fixture(scope="module")
+def binary_result():
+    manifest, preds = _make()
+    params = validate_params(_params())
+    metrics, evaluation = evaluate_predictions(preds, manifest, params)
+    return manifest, preds, params, metrics, evaluation
+
+
+def test_flat_metrics_contract(binary_result):
+    manifest, preds, _, metrics, _ = binary_result
+    assert list(metrics) == ["linear", "finetune", "scratch"]
+    for name, per_split in metrics.items():
+        assert list(per_split) == ["test", "external"]
+        for split, m in per_split.items():
+            assert list(m) == list(FLAT_KEYS)
+            assert all(isinstance(v, (int, float)) for v in m.values()), (name, split, m)
+            sel = preds[name]["split"] == split
+            assert m["n"] == int(sel.sum())
+            assert m["n_positive"] == int((preds[name].loc[sel, "label"] == "abnormal").sum())
+            assert m["auroc_ci_low"] < m["auroc"] < m["auroc_ci_high"]
+            assert m["auroc_boot_ci_low"] < m["auroc"] < m["auroc_boot_ci_high"]
+    assert metrics["finetune"]["test"]["auroc"] > metrics["scratch"]["test"]["auroc"]
+
+
+def test_threshold_from_val_only(binary_result):
+    manifest, preds, params, metrics, evaluation = binary_result
+    val = preds["linear"][preds["linear"]["split"] == "val"]
+    expected = M.choose_threshold(val["label"] == "abnormal", val["prob_abnormal"], "youden")
+    op = evaluation["results"]["linear"]["operating_point"]
+    assert op["chosen_on"] == "val" and op["threshold"] == pytest.approx(expected)
+    assert metrics["linear"]["test"]["threshold"] == pytest.approx(expected)
+    assert op["val"]["n"] == len(val)
+    # scrambling the test scores changes the test numbers, never the threshold
+    changed = {k: v.copy() for k, v in preds.items()}
+    test = changed["linear"]["split"] == "test"
+    p = np.random.default_rng(9).uniform(size=int(test.sum()))
+    changed["linear"].loc[test, "prob_abnormal"] = p
+    changed["linear"].loc[test, "prob_normal"] = 1 - p
+    m2, e2 = evaluate_predictions(changed, manifest, params)
+    assert m2["linear"]["test"]["threshold"] == metrics["linear"]["test"]["threshold"]
+    assert m2["linear"]["test"]["auroc"] != metrics["linear"]["test"]["auroc"]
+
+
+def test_evaluation_document(binary_result, tmp_path):
+    manifest, preds, params, metrics, ev = binary_result
+    assert ev["splits"] == ["test", "external"] and ev["paths"] == list(SIGNAL)
+    blk = ev["results"]["finetune"]["splits"]["test"]
+    c = blk["at_threshold"]["confusion"]
+    assert c["tn"] + c["fp"] + c["fn"] + c["tp"] == blk["n"]
+    assert blk["at_threshold"]["sensitivity"]["k"] == c["tp"]
+    assert blk["auroc_bootstrap"]["n_boot"] + blk["auroc_bootstrap"]["skipped_single_class"] == 200
+    assert blk["auroc_bootstrap"]["n_groups"] == blk["n_patients"] < blk["n"]
+    assert len(blk["calibration"]["bins"]) == params.evaluate.calibration_bins
+    roc = blk["curves"]["roc"][0]
+    assert roc["class"] == "abnormal" and roc["fpr"][0] == 0 and roc["tpr"][-1] == 1
+    attrs = {(r["attribute"], r["group"]) for r in blk["subgroups"]}
+    assert {("sex", "M"), ("sex", "F"), ("view", "PA"), ("view", "unknown")} <= attrs
+    assert any(a == "age_band" and g == "[60, 120]" for a, g in attrs)
+    sex_o = next(r for r in blk["subgroups"] if r["group"] == "O" and r["attribute"] == "sex")
+    assert sex_o["flagged"] and any("fewer than 30" in f for f in sex_o["flags"])
+    assert 4 <= sex_o["n"] <= 12 and sex_o["n_patients"] == 4
+    big = [r for r in blk["subgroups"] if r["n"] >= 30 and r["n_positive"] not in (0, r["n"])]
+    assert big and not any(r["flagged"] for r in big)
+    assert sum(r["n"] for r in blk["subgroups"] if r["attribute"] == "view") == blk["n"]
+    for split in ("test", "external"):
+        pairs = [(r["path_a"], r["path_b"]) for r in ev["comparisons"][split]]
+        assert pairs == [("linear", "finetune"), ("linear", "scratch"), ("finetune", "scratch")]
+    cmp = ev["comparisons"]["test"][1]
+    assert cmp["difference"] == pytest.approx(cmp["auroc_a"] - cmp["auroc_b"])
+    assert cmp["p_value"] < 0.05  # linear (signal 1.5) vs scratch (0.3)
+    out = write_json(tmp_path / "e.json", ev)  # serialisable, NaN-free
+    assert json.loads(out.read_text())["schema_version"] == 1
+
+
+def test_sensitivity_operating_point():
+    manifest, preds = _make(seed=3)
+    params = validate_params(_params(operating_point="sensitivity", target_sensitivity=0.9))
+    metrics, ev = evaluate_predictions({"linear": preds["linear"]}, manifest, params)
+    val_sens = ev["results"]["linear"]["operating_point"]["val"]["sensitivity"]["value"]
+    assert val_sens >= 0.9
+    assert list(metrics) == ["linear"] and ev["comparisons"]["test"] == []
+
+
+def test_multiclass_ovr_macro():
+    classes = ("normal", "pneumonia", "effusion")
+    manifest, preds = _make(classes=classes, seed=1)
+    raw = _params()
+    raw["data"]["classes"] = list(classes)
+    raw["data"]["positive_class"] = None
+    metrics, ev = evaluate_predictions(preds, manifest, validate_params(raw))
+    m = metrics["finetune"]["test"]
+    assert {"auroc_normal", "auroc_pneumonia", "auroc_effusion"} <= set(m)
+    assert m["auroc"] == pytest.approx(np.mean([m[f"auroc_{c}"] for c in classes]))
+    assert m["sensitivity"] is None and m["n_positive"] is None
+    blk = ev["results"]["finetune"]["splits"]["test"]
+    assert blk["calibration"]["kind"] == "top_label"
+    assert [c["class"] for c in blk["curves"]["roc"]] == list(classes)
+    assert ev["results"]["finetune"]["operating_point"] is None
+    assert any("positive_class" in n for n in ev["notes"])
+    # with a positive class the binary threshold metrics come back (that class vs rest)
+    raw["data"]["positive_class"] = "pneumonia"
+    metrics2, ev2 = evaluate_predictions(preds, manifest, validate_params(raw))
+    assert metrics2["finetune"]["test"]["sensitivity"] is not None
+    assert metrics2["finetune"]["test"]["auroc"] == pytest.approx(m["auroc"])
+
+
+def test_bad_inputs_are_clear_errors():
+    manifest, preds = _make(n_patients=60, external=False)
+    params = validate_params(_params())
+    with pytest.raises(EvaluationError, match="no prediction files"):
+        evaluate_predictions({}, manifest, params)
+    short = {"linear": preds["linear"].iloc[5:]}
+    with pytest.raises(EvaluationError, match="5 manifest rows have no prediction"):
+        evaluate_predictions(short, manifest, params)
+    wrong = {"linear": preds["linear"].assign(label="normal")}
+    with pytest.raises(EvaluationError, match="labels differ from the manifest"):
+        evaluate_predictions(wrong, manifest, params)
+    # external configured in params but no external rows: evaluated on test only, with a note
+    metrics, ev = evaluate_predictions({"linear": preds["linear"]}, manifest, params)
+    assert ev["splits"] == ["test"] and any("no external rows" in n for n in ev["notes"])
+
+
+def _load_stage():
+    spec = importlib.util.spec_from_file_location("evaluate_stage", REPO_ROOT / "stages/evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_evaluate_stage_end_to_end(tmp_path: Path):
+    manifest, preds = _make(seed=5)
+    (tmp_path / "data/processed").mkdir(parents=True)
+    (tmp_path / "predictions").mkdir()
+    manifest.to_csv(tmp_path / "data/processed/manifest.csv", index=False)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(_params()))
+    stage = _load_stage()
+    with pytest.raises(SystemExit, match="no prediction files"):
+        stage.main(["--params", str(params_file), "--root", str(tmp_path)])
+    for name in ("linear", "scratch"):  # finetune missing: evaluated paths are those present
+        preds[name].to_csv(tmp_path / f"predictions/{name}.csv", index=False)
+    stage.main(["--params", str(params_file), "--root", str(tmp_path)])
+
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert set(metrics) == {"linear", "scratch"}
+    for per_split in metrics.values():
+        assert set(per_split) == {"test", "external"}
+        for m in per_split.values():
+            assert {"auroc", "auroc_ci_low", "auroc_ci_high"} <= set(m)
+            assert all(v is None or isinstance(v, (int, float)) for v in m.values())
+    ev = json.loads((tmp_path / "reports/evaluation.json").read_text())
+    assert ev["paths"] == ["linear", "scratch"]
+    plots = tmp_path / "reports/plots"
+    roc = pd.read_csv(plots / "roc/linear_test.csv")
+    assert list(roc.columns) == ["fpr", "tpr", "threshold"] and math.isinf(roc["threshold"][0])
+    assert list(pd.read_csv(plots / "pr/scratch_external.csv").columns) == ["recall", "precision"]
+    cal = pd.read_csv(plots / "calibration/linear_test.csv")
+    assert list(cal.columns) == ["mean_predicted", "fraction_positive", "count"]
+    assert cal["count"].sum() == metrics["linear"]["test"]["n"]
+    assert len(list((plots / "roc").glob("*.csv"))) == 4
