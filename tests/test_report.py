@@ -1,0 +1,228 @@
+"""The report stage's library: one self-contained HTML file + Markdown from synthetic pipeline outputs."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import report_inputs as RI
+from pipeline import paths
+from pipeline.report import render as R
+from pipeline.report.gradcam import GradcamUnavailable, pipeline_gradcam, select_cases
+
+
+def _render(root: Path, params, gradcam: bool) -> tuple[str, str, R.ReportInputs]:
+    inp = R.load_inputs(root, params)
+    fig_dir = root / paths.FIGURES / "report"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    if gradcam:
+        try:
+            inp.gradcam = pipeline_gradcam(root, params, inp.evaluation, fig_dir / "gradcam.png")
+        except GradcamUnavailable as err:
+            inp.gradcam_note = str(err)
+    html, md = R.write_report(inp, root / paths.REPORT_HTML, root / paths.REPORT_MD, fig_dir)
+    return html.read_text(encoding="utf-8"), md.read_text(encoding="utf-8"), inp
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """Every input present: external set, diagnostics, a saved fine-tuned model (real Grad-CAM)."""
+    root = tmp_path_factory.mktemp("full")
+    params, _ = RI.build(root)
+    html, md, inp = _render(root, params, gradcam=True)
+    return root, html, md, inp
+
+
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory):
+    """No external set, no diagnostics, no fine-tuned model."""
+    root = tmp_path_factory.mktemp("sparse")
+    params, _ = RI.build(root, external=False, with_model=False, with_diagnostics=False)
+    html, md, inp = _render(root, params, gradcam=True)
+    return root, html, md, inp
+
+
+def _section_html(html: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', html, re.S)
+    assert m, f"section {sid} missing"
+    return m.group(1)
+
+
+def test_html_has_every_section_and_is_self_contained(full) -> None:
+    root, html, _, inp = full
+    assert inp.problems == {}
+    assert [p for p in (root / paths.REPORTS).iterdir() if p.suffix == ".html"] == [root / paths.REPORT_HTML]
+    for sid, title in R.SECTIONS:
+        assert f'<section id="{sid}">' in html
+        assert title in html
+    assert not re.search(r"<script|<link|<iframe|<object|@import", html, re.I)
+    srcs = re.findall(r'\bsrc="([^"]*)"', html)
+    assert len(srcs) >= 10  # roc, pr, calibration, confusion, 4 diagnose, augment preview, Grad-CAM
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(h.startswith("#") for h in re.findall(r'\bhref="([^"]*)"', html))
+    assert all(u.startswith("data:") for u in re.findall(r"url\(\s*['\"]?([^)'\"]*)", html))
+    assert "http://" not in html and "https://" not in html
+    # the attribution's citation survives as plain text, without a scheme
+    assert "nihcc.app.box.com/v/ChestXray-NIHCC" in _section_html(html, "data-sources")
+
+
+def test_no_identifier_salt_or_pseudonym_leaks(full) -> None:
+    root, html, md, _ = full
+    man = pd.read_csv(root / paths.MANIFEST)
+    for text in (html, md):
+        for planted in (RI.PLANTED_NAME, RI.PLANTED_ID, RI.PLANTED_DATE, RI.SALT):
+            assert planted not in text
+        assert not any(p in text for p in man["patient"].astype(str))  # not even pseudonyms
+    assert R.SALT_MASK in html
+
+
+def test_numbers_come_from_the_json_reports(full) -> None:
+    root, html, md, inp = full
+    ev = inp.evaluation
+    a = ev["results"]["finetune"]["splits"]["test"]["auroc"]
+    shown = f"{a['value']:.3f} ({a['ci_low']:.3f}–{a['ci_high']:.3f})"
+    assert shown in _section_html(html, "results") and shown in md
+    conf = ev["results"]["scratch"]["splits"]["external"]["at_threshold"]["confusion"]
+    row = f"| scratch | external | youden | {ev['results']['scratch']['operating_point']['threshold']:.3f} | " \
+          f"{conf['tp']} | {conf['fp']} | {conf['fn']} | {conf['tn']} |"
+    assert row in md
+    d = inp.diagnostics
+    assert d["verdicts"]["scratch"]["text"] in _section_html(html, "overfitting")
+    assert d["learning_curve"]["scratch_catch_up"]["finetune"]["text"] in html
+    ing = _section_html(html, "ingest")
+    assert "not_dicom" in ing and "modality_not_radiograph" in ing
+    assert "1e-06" in _section_html(html, "model-cards")  # the 2:4:6 rule's bottom learning rate
+
+
+def test_summary_is_hedged_when_the_paired_interval_includes_zero(full) -> None:
+    _, html, _, inp = full
+    summary = _section_html(html, "summary")
+    answers = R.summary_answers(inp)
+    assert len(answers) == 2 and all(a in html_lib.unescape(summary) for a in answers)
+    comps = {(c["path_a"], c["path_b"]): c for c in inp.evaluation["comparisons"]["test"]}
+    aurocs = {p: inp.evaluation["results"][p]["splits"]["test"]["auroc"]["value"] for p in ("linear", "finetune", "scratch")}
+    best, runner = sorted(aurocs, key=lambda p: -aurocs[p])[:2]
+    c = comps.get((best, runner)) or comps[(runner, best)]
+    if c["ci_low"] <= 0 <= c["ci_high"]:
+        assert "do not separate them" in answers[1]
+    else:
+        assert "do not separate them" not in answers[1]
+    # Constructed cases with known answers.
+    fake = R.ReportInputs(params=inp.params)
+    fake.evaluation = {
+        "paths": ["linear", "finetune", "scratch"], "splits": ["test"],
+        "results": {p: {"splits": {"test": {"n": 50, "n_patients": 40, "n_positive": 20,
+                                            "auroc": {"value": v, "ci_low": v - 0.1, "ci_high": min(1, v + 0.1)}}}}
+                    for p, v in (("linear", 0.80), ("finetune", 0.82), ("scratch", 0.60))},
+        "comparisons": {"test": [
+            {"path_a": "scratch", "path_b": "finetune", "difference": -0.22, "ci_low": -0.35, "ci_high": -0.09, "p_value": 0.001},
+            {"path_a": "linear", "path_b": "finetune", "difference": -0.02, "ci_low": -0.08, "ci_high": 0.04, "p_value": 0.5},
+        ]},
+    }
+    help_, best_ = R.summary_answers(fake)
+    assert help_.startswith("Does the pretrained backbone help? Yes")
+    assert "difference 0.220 (95% CI 0.090 to 0.350" in help_  # sign flipped to finetune - scratch
+    assert "finetune has the highest point estimate" in best_ and "do not separate them" in best_
+    fake.evaluation["comparisons"]["test"][0].update(ci_low=-0.3, ci_high=0.05)
+    assert "Not shown" in R.summary_answers(fake)[0]
+
+
+def test_markdown_has_the_same_sections_and_relative_figures(full) -> None:
+    root, _, md, _ = full
+    for i, (sid, title) in enumerate(R.SECTIONS, start=1):
+        assert f"## {i}. {title}" in md
+        assert f'<a id="{sid}"></a>' in md
+    assert "data:image" not in md
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert "figures/report/roc.png" in links and "figures/diagnose/learning_curve.png" in links
+    assert "figures/report/gradcam.png" in links
+    for link in links:
+        assert not link.startswith(("/", "http")) and (root / paths.REPORTS / link).is_file()
+
+
+def test_gradcam_section_lists_cases_by_row_only(full) -> None:
+    _, html, _, inp = full
+    g = inp.gradcam
+    assert g is not None and g.layer == "cam" and g.target_class == "abnormal"
+    sec = _section_html(html, "gradcam")
+    for c in g.cases:
+        assert f"<td>{c['row']}</td>" in sec
+    assert "manifest row" in sec and "Not available" not in sec
+    assert {c["outcome"] for c in g.cases} | set(g.missing_outcomes) == {"TP", "FP", "TN", "FN"}
+
+
+def test_missing_inputs_are_said_not_skipped(sparse) -> None:
+    _, html, md, inp = sparse
+    for sid, _ in R.SECTIONS:
+        assert f'<section id="{sid}">' in html
+    assert "fine-tuned model models/finetune/best.pt is missing" in _section_html(html, "gradcam")
+    assert "Not available" in _section_html(html, "overfitting")
+    assert "no external set is configured" in _section_html(html, "results")
+    assert "No external" in _section_html(html, "summary")
+    assert "reports/diagnostics.json" in inp.problems
+    assert md.count("**Not available:**") >= 5
+
+
+def test_select_cases_known_answer() -> None:
+    test = pd.DataFrame({
+        "row": [10, 11, 12, 13, 14, 15, 16, 17],
+        "label": ["abnormal", "abnormal", "normal", "normal", "abnormal", "normal", "normal", "abnormal"],
+        "prob_abnormal": [0.9, 0.7, 0.8, 0.1, 0.2, 0.3, 0.55, 0.95],
+    })
+    got = select_cases(test, "prob_abnormal", "abnormal", 0.5, 2)
+    assert [(c["outcome"], c["row"]) for c in got] == [
+        ("TP", 17), ("TP", 10), ("FP", 12), ("FP", 16), ("TN", 13), ("TN", 15), ("FN", 14)]
+
+
+def test_self_contained_check_rejects_remote_references() -> None:
+    R.check_self_contained('<img src="data:image/png;base64,AAAA//8="><a href="#x">x</a>')
+    for bad in ('<script>alert(1)</script>', '<img src="//cdn.example/x.png">', '<a href="https://x.org">x</a>',
+                '<div style="background:url(http://x/y.png)"></div>', 'see http://example.org'):
+        with pytest.raises(ValueError, match="self-contained"):
+            R.check_self_contained(bad)
+
+
+def test_params_are_shown_with_the_salt_masked() -> None:
+    masked = R.mask_params({"seed": 1, "ingest": {"pseudonym_salt": "s3cret", "size": 64}})
+    assert masked == {"seed": 1, "ingest": {"pseudonym_salt": R.SALT_MASK, "size": 64}}
+
+
+CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None)
+CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_screenshot_in_headless_chromium(full, tmp_path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (apt-get install chromium); the screenshot test needs it")
+    root, *_ = full
+    url = (root / paths.REPORT_HTML).resolve().as_uri()
+    shot = tmp_path / "report.png"
+    base = [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,4000", url],
+                   capture_output=True, timeout=90, check=False)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert img.shape[:2] == (4000, 1280)
+    assert img.std() > 20 and len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # not blank
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90, check=False).stdout
+    for sid, _ in R.SECTIONS:
+        assert f'<section id="{sid}">' in dom, f"section {sid} missing from the rendered DOM"
+    assert dom.count("<img") >= 10
+
+
+def test_markdown_fences_survive_fenced_attribution_text(full) -> None:
+    _, _, md, _ = full
+    # The attribution holds a ``` fence: the report's own fence must be longer, so it stays one block.
+    blocks = re.findall(r"^````text\n(.*?)\n````$", md, re.S | re.M)
+    assert len(blocks) == 2
+    assert all(b.startswith("# Attribution") and "```\npython -m pipeline.importer\n```" in b for b in blocks)
