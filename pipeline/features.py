@@ -1,0 +1,114 @@
+"""Frozen embedding of an image store: the input of the linear (logistic regression) path.
+
+The backbone runs in eval mode (BatchNorm uses its ImageNet statistics, dropout is off) under
+``torch.inference_mode`` (no autograd bookkeeping, and the weights cannot be modified), batch by
+batch straight from the float16 memmap, so memory stays flat whatever the store size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.backbones import ClassifierModel, images_to_tensor, set_num_threads
+from pipeline.common import get_logger, progress
+
+log = get_logger(__name__)
+
+
+@dataclass
+class EmbedStats:
+    n_images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def prepare_frozen(model: ClassifierModel, device: torch.device) -> ClassifierModel:
+    """Eval mode, no gradients, NHWC on the device: the setting every frozen embedding uses."""
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    # channels_last: the NHWC layout is what oneDNN (CPU) and cuDNN convolutions run fastest on.
+    return model.use_channels_last(device.type in ("cpu", "cuda"))
+
+
+def embed(
+    model: ClassifierModel,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    desc: str = "features",
+) -> tuple[np.ndarray, EmbedStats]:
+    """``(N, S, S)`` images in [0, 1] -> ``(N, D)`` float32 pooled embeddings, in row order.
+
+    ``model`` should come from :func:`prepare_frozen`; it is put in eval mode here regardless,
+    so the embedding never depends on the caller's mode.
+    """
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, S, S), got shape {images.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    model.eval()
+    n = len(images)
+    out = np.empty((n, model.num_features), dtype=np.float32)
+    t0 = time.perf_counter()
+    starts = range(0, n, batch_size)
+    with torch.inference_mode():
+        for start in progress(starts, total=len(starts), desc=desc):
+            stop = min(start + batch_size, n)
+            x = images_to_tensor(images[start:stop], device)
+            out[start:stop] = model.forward_features(x).float().cpu().numpy()
+    return out, EmbedStats(n, time.perf_counter() - t0)
+
+
+def extract_features(
+    model: ClassifierModel,
+    images: np.ndarray,
+    augmented: np.ndarray | None,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    num_threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Embed the store and the augmented views with the frozen ``model``.
+
+    Returns ``(features (N, D), augmented features (M, D), info)``; ``info`` carries backbone,
+    weights_sha256, D, image size, seconds and images/s for ``data/features/info.json``.
+    """
+    threads = set_num_threads(num_threads)
+    device = torch.device(device)
+    model = prepare_frozen(model, device)
+    size = int(images.shape[-1])
+    if augmented is None:
+        augmented = np.empty((0, size, size), dtype=np.float16)
+    if len(augmented) and augmented.shape[1:] != images.shape[1:]:
+        raise ValueError(
+            f"augmented views have shape {augmented.shape[1:]}, the store {images.shape[1:]}"
+        )
+    feats, s1 = embed(model, images, batch_size, device, desc="features: images")
+    aug_feats, s2 = embed(model, augmented, batch_size, device, desc="features: augmented")
+    n_total, secs = s1.n_images + s2.n_images, s1.seconds + s2.seconds
+    info = {
+        **model.describe(),
+        "D": model.num_features,
+        "image_size": size,
+        "n_images": s1.n_images,
+        "n_augmented": s2.n_images,
+        "batch_size": batch_size,
+        "device": str(device),
+        "num_threads": threads,
+        "seconds": round(secs, 3),
+        "images_per_s": round(n_total / secs, 2) if secs > 0 else None,
+    }
+    log.info(
+        "embedded %d images + %d augmented views -> D=%d in %.1f s (%.1f img/s, %s, %d threads)",
+        s1.n_images, s2.n_images, model.num_features, secs, info["images_per_s"] or 0.0,
+        device, threads,
+    )
+    return feats, aug_feats, info
