@@ -238,7 +238,9 @@ def _format_error(err: ValidationError, source: str, raw: dict[str, Any]) -> str
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (misspelt? see the documented keys in params.yaml)")
+            lines.append(
+                f"  {key} = {e.get('input')!r}: unknown key (misspelt? see the documented keys in params.yaml)"
+            )
         elif e["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
         else:

@@ -59,7 +59,7 @@ PATH_NAMES = {
 }
 PACKAGES = ("torch", "torchvision", "monai", "pydicom", "scikit-learn", "numpy", "scipy", "pandas", "dvc", "dvclive")
 SALT_MASK = "***masked***"
-DEMO_DIR = "data/demo"
+DEMO_DIR = "data/demo/dicom"
 
 # --------------------------------------------------------------------------- blocks
 
@@ -294,9 +294,13 @@ def load_inputs(root: Path, params: Any, params_raw: Mapping[str, Any] | None = 
     if params.data.external.enabled:
         folders.append(params.data.external.dicom_dir)
     for folder in folders:
-        f = resolve_path(folder, root) / "ATTRIBUTION.md"
-        if f.exists():
-            inp.attributions.append((folder, f.read_text(encoding="utf-8", errors="replace")))
+        # Attribution sits in the DICOM folder or beside it (next to the labels CSV), so that
+        # ingest sees only DICOM files in the folder itself.
+        for where in (Path(folder), Path(folder).parent):
+            f = resolve_path(where, root) / "ATTRIBUTION.md"
+            if f.exists():
+                inp.attributions.append((where.as_posix(), f.read_text(encoding="utf-8", errors="replace")))
+                break
     candidates = {"augment_preview": root / paths.FIGURES / "augment_preview.png"}
     if inp.diagnostics:
         for key, rel in (inp.diagnostics.get("figures") or {}).items():

@@ -1,0 +1,630 @@
+"""Ingest: walk the DICOM folder(s), decode in parallel, account for every file, pseudonymise,
+resize, and stream the accepted images into the one image store.
+
+Accounting (``reports/ingest.json``): every file found under ``dicom_dir`` (recursively, any
+extension or none, hidden files included) is *seen* and ends up either *accepted* or *rejected*
+with a reason, so ``accepted + rejected == seen`` always. Only the labels CSV itself is left out
+when it lives inside the folder, and the report says so under ``excluded``.
+
+Rules, in the order they are checked (the first that fails is the file's reason):
+
+1. the file can be read and is DICOM Part 10 (``unreadable_file``, ``not_dicom``);
+2. it has exactly one usable label: ``not_in_labels``, ``ambiguous_label`` (two different labels
+   for one file), ``label_not_in_classes``;
+3. the decoder's rules (:mod:`pipeline.dicom`: modality, photometric, frames, size, bit depth,
+   transfer syntax, pixel data, VOI);
+4. ``duplicate_sop_instance_uid``: an image already accepted (in file order, internal set
+   first) has the same SOPInstanceUID; the later file is rejected.
+
+Patients are pseudonymised in the worker: ``patient = sha256(salt + PatientID)[:16]``; the raw
+PatientID never leaves the worker process and is never written. Files without a PatientID get
+the pseudonym of their path (each such image is its own "patient"; counted in the report).
+
+Parallelism: a process pool (``ingest.workers``, 0 = one per core) maps over the files in order
+(``imap``, chunked); each worker reads, hashes, decodes and resizes one file and returns only the
+small ``(size, size)`` float16 image and a few facts, and the parent appends them to the store
+(:class:`pipeline.store.StoreWriter`), so memory does not grow with the number of files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import dicom
+from pipeline.common import get_logger, progress, write_json
+from pipeline.params import REPO_ROOT, Params, resolve_path
+from pipeline.store import StoreWriter
+
+log = get_logger("ingest")
+
+# Ingest-level rejection reasons (the decoder's are in pipeline.dicom.DECODE_REASONS).
+NOT_IN_LABELS = "not_in_labels"
+AMBIGUOUS_LABEL = "ambiguous_label"
+LABEL_NOT_IN_CLASSES = "label_not_in_classes"
+DUPLICATE_SOP_INSTANCE_UID = "duplicate_sop_instance_uid"
+
+INGEST_REASONS: dict[str, str] = {
+    NOT_IN_LABELS: "the file has no row in the labels CSV",
+    AMBIGUOUS_LABEL: "the labels CSV gives the file two different labels",
+    LABEL_NOT_IN_CLASSES: "the file's label is not one of data.classes",
+    DUPLICATE_SOP_INSTANCE_UID: "an earlier accepted file has the same SOPInstanceUID",
+}
+#: Every reason a file can be rejected with.
+REASONS: dict[str, str] = {**dicom.DECODE_REASONS, **INGEST_REASONS}
+
+#: Manifest columns, in order (DESIGN.md "Manifest").
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "row", "file", "source", "patient", "label", "sex", "age", "view", "modality", "rows",
+    "columns", "bits_stored", "photometric", "transfer_syntax", "sha256",
+)
+
+
+class IngestError(RuntimeError):
+    """Unusable input (missing folder or CSV, missing CSV columns, nothing accepted)."""
+
+
+# ----------------------------------------------------------------------------- resizing
+
+def _block_mean(img: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Means of consecutive blocks of ``k`` rows (axis 0) or columns (axis 1); a last, partial
+    block (fewer than ``k``) is averaged on its own."""
+    n = img.shape[axis]
+    full = n // k
+    if axis == 0:
+        # Whole contiguous rows summed (the fast direction for a C-ordered image), accumulated in
+        # float32 straight from the stored integers: exact (< 2^24) and no float copy of the image.
+        out = img[: full * k].reshape(full, k, img.shape[1]).sum(axis=1, dtype=np.float32)
+        rest = img[full * k :].mean(axis=0, keepdims=True, dtype=np.float32) if n > full * k else None
+    else:
+        # k strided adds: much faster than a reduction over a short last axis.
+        out = img[:, 0 : full * k : k].astype(np.float32)
+        for j in range(1, k):
+            out += img[:, j : full * k : k]
+        rest = img[:, full * k :].mean(axis=1, keepdims=True, dtype=np.float32) if n > full * k else None
+    out *= np.float32(1.0 / k)
+    if rest is not None:
+        out = np.concatenate([out, rest], axis=axis)
+    return out
+
+
+def _area_weights(n_src: int, k: int, n_out: int) -> np.ndarray:
+    """(n_out, ceil(n_src / k)) weights: output pixel o averages the source interval
+    [o * n_src / n_out, (o + 1) * n_src / n_out) from blocks of ``k`` source pixels (the last one
+    possibly shorter), each weighted by its exact overlap. Rows sum to 1."""
+    edges = np.minimum(np.arange(0, n_src + k, k, dtype=np.float64), n_src)
+    edges = edges[: int(np.searchsorted(edges, n_src)) + 1]
+    lo_b, hi_b = edges[:-1][None, :], edges[1:][None, :]
+    step = n_src / n_out
+    lo_o = (np.arange(n_out, dtype=np.float64) * step)[:, None]
+    overlap = np.clip(np.minimum(lo_o + step, hi_b) - np.maximum(lo_o, lo_b), 0.0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def area_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D image (any real dtype) to ``shape`` by area averaging (anti-aliased);
+    returns float32.
+
+    Down-sampling: an integer-factor block mean (exact area averaging, a few ms on 2048 px),
+    then exact fractional-overlap weights (two small matrix products) for the remaining factor
+    < 2. Up-sampling: Pillow's bilinear filter. Every step is linear and maps a constant image to
+    the same constant, which :func:`pipeline.dicom.read_dicom` relies on (``linear_op``). Same
+    result as MONAI ``Resize(mode="area")`` (torch adaptive average pooling) to within a small
+    fraction of a grey level (checked in the tests), without importing torch into the workers.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"target shape must be positive, got {shape}")
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
+    H, W = img.shape
+    if (H, W) == (h, w):
+        return img.astype(np.float32)
+    if H // h < 2 and W // w < 2:  # no block step: work in float32 from here
+        img = img.astype(np.float32)
+    if h > H or w > W:
+        from PIL import Image
+
+        pil = Image.fromarray(np.ascontiguousarray(img))  # float32 -> mode "F"
+        return np.array(pil.resize((w, h), resample=Image.Resampling.BILINEAR), dtype=np.float32)
+    kh, kw = H // h, W // w
+    if kh > 1:
+        img = _block_mean(img, kh, axis=0)
+    if kw > 1:
+        img = _block_mean(img, kw, axis=1)
+    if img.shape != (h, w):
+        img = _area_weights(H, kh, h) @ img @ _area_weights(W, kw, w).T
+    return img
+
+
+def fit_shape(rows: int, columns: int, size: int, fit: str) -> tuple[int, int]:
+    """The (h, w) an image is resized to before padding (``pad``) or after cropping (``crop``)."""
+    if fit == "crop":
+        return size, size
+    longest = max(rows, columns)
+    return max(1, round(rows * size / longest)), max(1, round(columns * size / longest))
+
+
+class SquareFit:
+    """The linear part of fitting an image into ``size x size``: for ``crop``, cut the centred
+    square; then area-resize (aspect ratio kept). Padding (black) comes after normalisation,
+    see :func:`pad_square`. A class (not a closure) so that it pickles into worker processes."""
+
+    def __init__(self, size: int, fit: str) -> None:
+        if fit not in ("pad", "crop"):
+            raise ValueError(f"fit must be 'pad' or 'crop', got {fit!r}")
+        self.size, self.fit = int(size), fit
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        rows, cols = image.shape
+        if self.fit == "crop":
+            side = min(rows, cols)
+            top, left = (rows - side) // 2, (cols - side) // 2
+            image = image[top : top + side, left : left + side]
+        return area_resize(image, fit_shape(rows, cols, self.size, self.fit))
+
+
+def pad_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre ``image`` (at most ``size`` on each side) on a black ``size x size`` canvas."""
+    h, w = image.shape
+    if h > size or w > size:
+        raise ValueError(f"image {image.shape} larger than {size}")
+    if (h, w) == (size, size):
+        return image
+    out = np.zeros((size, size), dtype=image.dtype)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = image
+    return out
+
+
+def fit_square(image: np.ndarray, size: int, fit: str = "pad") -> np.ndarray:
+    """A normalised image -> ``size x size`` float32: keep the aspect ratio, then pad or crop."""
+    return pad_square(SquareFit(size, fit)(np.asarray(image, dtype=np.float32)), size)
+
+
+# ----------------------------------------------------------------------------- labels and files
+
+def pseudonym(salt: str, patient_id: str) -> str:
+    """First 16 hex digits of sha256(salt + PatientID): stable per patient, not reversible
+    without the salt."""
+    return hashlib.sha256((salt + patient_id).encode("utf-8")).hexdigest()[:16]
+
+
+def _norm_rel(path: str) -> str:
+    p = str(path).strip().replace("\\", "/")
+    p = posixpath.normpath(p) if p else p
+    return p[2:] if p.startswith("./") else p
+
+
+@dataclass
+class Labels:
+    """The labels CSV as ingest uses it: file (relative, normalised) -> label."""
+
+    labels: dict[str, str]
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
+    duplicate_rows: int = 0
+    empty_file_rows: list[int] = field(default_factory=list)  # 1-based CSV line numbers
+
+
+def read_labels(csv_path: str | Path) -> Labels:
+    """Read a labels CSV with columns ``file`` and ``label`` (others are ignored).
+
+    Raises :class:`IngestError` naming the CSV and the missing column(s). Identical repeated
+    rows count once (``duplicate_rows``); a file with two different labels is ``ambiguous``.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise IngestError(f"labels CSV {csv_path} not found")
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise IngestError(f"labels CSV {csv_path} cannot be read: {err}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in ("file", "label") if c not in df.columns]
+    if missing:
+        raise IngestError(
+            f"labels CSV {csv_path} lacks the required column(s) {missing}; "
+            f"it has {list(df.columns)} (needed: file = path relative to dicom_dir, label)"
+        )
+    labels: dict[str, str] = {}
+    seen_pairs: set[tuple[str, str]] = set()
+    ambiguous: dict[str, set[str]] = {}
+    out = Labels(labels={})
+    for i, (file, label) in enumerate(zip(df["file"], df["label"]), start=2):
+        rel, lab = _norm_rel(file), str(label).strip()
+        if not rel:
+            out.empty_file_rows.append(i)
+            continue
+        if (rel, lab) in seen_pairs:
+            out.duplicate_rows += 1
+            continue
+        seen_pairs.add((rel, lab))
+        if rel in labels:
+            ambiguous.setdefault(rel, {labels[rel]}).add(lab)
+        else:
+            labels[rel] = lab
+    out.labels = labels
+    out.ambiguous = {k: sorted(v) for k, v in ambiguous.items()}
+    return out
+
+
+def list_files(root: str | Path, exclude: Iterable[str | Path] = ()) -> tuple[list[str], list[str]]:
+    """Every file under ``root`` (recursive, symlinked folders followed once, nothing skipped),
+    as sorted relative POSIX paths; and the excluded ones (given as paths) that were found."""
+    root = Path(root)
+    excluded_real = {os.path.realpath(p) for p in exclude}
+    files: list[str] = []
+    excluded: list[str] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a symlink loop or a folder reached twice
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames.sort()
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            rel = Path(os.path.relpath(full, root)).as_posix()
+            if os.path.realpath(full) in excluded_real:
+                excluded.append(rel)
+            else:
+                files.append(rel)
+    return sorted(files), sorted(excluded)
+
+
+# ----------------------------------------------------------------------------- the worker
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    size: int
+    fit: str
+    options: dicom.DecodeOptions
+    salt: str
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int
+    source: str  # internal | external
+    path: str  # absolute
+    rel: str  # relative to its dicom_dir
+    rejection: str | None  # a label rule already failed (checked after the DICOM preamble)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker sends back: small, no raw identifiers."""
+
+    index: int
+    rejection: str | None
+    image: np.ndarray | None = None  # (size, size) float16
+    facts: dict[str, Any] | None = None
+
+
+_CONFIG: WorkerConfig | None = None
+
+
+def _init_worker(config: WorkerConfig) -> None:
+    global _CONFIG
+    _CONFIG = config
+    _one_thread()
+
+
+def _one_thread() -> None:
+    """One BLAS/OpenMP thread per worker: the parallelism is the process pool. (The small
+    matrix products of area_resize otherwise spin up a thread team per image, which costs
+    10-100x the product itself on a busy machine.)"""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _not_regular(path: str) -> str | None:
+    if os.path.isfile(path):
+        return None
+    return "broken link" if os.path.islink(path) else "not a regular file"
+
+
+def process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
+    """Read, hash, decode, resize one file (runs in a worker process)."""
+    cfg = config or _CONFIG
+    assert cfg is not None, "worker not initialised"
+    bad = _not_regular(task.path)
+    if bad:
+        return Outcome(task.index, f"{dicom.UNREADABLE_FILE}: {bad}")
+    try:
+        if task.rejection is not None:
+            # Only the preamble is needed to tell "not DICOM" from a label problem.
+            with open(task.path, "rb") as fh:
+                head = fh.read(132)
+            is_dicom = len(head) == 132 and head[128:132] == b"DICM"
+            return Outcome(task.index, task.rejection if is_dicom else dicom.NOT_DICOM)
+        with open(task.path, "rb") as fh:
+            data = fh.read()
+    except OSError as err:
+        return Outcome(task.index, f"{dicom.UNREADABLE_FILE}: {type(err).__name__}")
+    result = dicom.read_dicom(data, cfg.options, linear_op=SquareFit(cfg.size, cfg.fit))
+    if isinstance(result, dicom.Rejection):
+        return Outcome(task.index, str(result))
+    h = result.header
+    missing_id = h.patient_id is None
+    patient = pseudonym(cfg.salt, h.patient_id if not missing_id else f"file:{task.source}/{task.rel}")
+    image = pad_square(result.image, cfg.size).astype(np.float16)
+    facts = {
+        "patient": patient,
+        "patient_missing": missing_id,
+        "sex": h.sex,
+        "age": None if h.age is None else round(h.age, 3),
+        "view": h.view,
+        "modality": h.modality,
+        "rows": h.rows,
+        "columns": h.columns,
+        "bits_stored": h.bits_stored,
+        "photometric": h.photometric,
+        "transfer_syntax": h.transfer_syntax,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sop_instance_uid": h.sop_instance_uid,
+        "intensity": result.intensity,
+    }
+    return Outcome(task.index, None, image, facts)
+
+
+def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
+    """Outcomes in task order; a pool only when it can help."""
+    if workers <= 1 or len(tasks) <= 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            for t in tasks:
+                yield process_file(t, config)
+        return
+    import multiprocessing as mp
+
+    # Chunks amortise the inter-process round trips, small enough to keep both cores busy
+    # until the end.
+    chunksize = max(1, min(16, len(tasks) // (workers * 8)))
+    with mp.get_context().Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
+        yield from pool.imap(process_file, tasks, chunksize=chunksize)
+
+
+# ----------------------------------------------------------------------------- accounting
+
+@dataclass
+class SourceSpec:
+    name: str  # internal | external
+    dicom_dir: Path
+    labels_csv: Path
+    shown_dir: str  # as written in params (the report shows this, not the absolute path)
+    shown_csv: str
+
+
+@dataclass
+class _Account:
+    spec: SourceSpec
+    files: list[str]
+    excluded: list[str]
+    labels: Labels
+    labels_without_file: list[str]
+    rejected_files: list[dict[str, str]] = field(default_factory=list)
+    accepted: int = 0
+    per_class: Counter = field(default_factory=Counter)
+    patients: set = field(default_factory=set)
+    patients_missing_id: int = 0
+    intensity: Counter = field(default_factory=Counter)
+    transfer_syntax: Counter = field(default_factory=Counter)
+
+    def reject(self, rel: str, reason: str) -> None:
+        self.rejected_files.append({"file": rel, "reason": reason})
+
+    def report(self) -> dict[str, Any]:
+        reasons = Counter(r["reason"].split(":", 1)[0] for r in self.rejected_files)
+        seen = len(self.files)
+        assert self.accepted + len(self.rejected_files) == seen, "ingest accounting is off"
+        return {
+            "dicom_dir": self.spec.shown_dir,
+            "labels_csv": self.spec.shown_csv,
+            "seen": seen,
+            "accepted": self.accepted,
+            "rejected": len(self.rejected_files),
+            "reasons": dict(sorted(reasons.items())),
+            "rejected_files": self.rejected_files,
+            "labels_without_file": self.labels_without_file,
+            "excluded": self.excluded,
+            "per_class": dict(sorted(self.per_class.items())),
+            "patients": len(self.patients),
+            "patients_missing_id": self.patients_missing_id,
+            "labels_duplicate_rows": self.labels.duplicate_rows,
+            "labels_rows_without_file_name": self.labels.empty_file_rows,
+            "intensity": dict(sorted(self.intensity.items())),
+            "transfer_syntaxes": dict(sorted(self.transfer_syntax.items())),
+        }
+
+
+def _label_rejection(rel: str, labels: Labels, classes: set[str]) -> tuple[str | None, str | None]:
+    if rel in labels.ambiguous:
+        return f"{AMBIGUOUS_LABEL}: {' | '.join(labels.ambiguous[rel])}", None
+    label = labels.labels.get(rel)
+    if label is None:
+        return NOT_IN_LABELS, None
+    if label not in classes:
+        return f"{LABEL_NOT_IN_CLASSES}: {label!r}", None
+    return None, label
+
+
+def _prepare(spec: SourceSpec) -> _Account:
+    if not spec.dicom_dir.is_dir():
+        raise IngestError(f"{spec.name} dicom_dir {spec.shown_dir} ({spec.dicom_dir}) is not a folder")
+    labels = read_labels(spec.labels_csv)
+    files, excluded = list_files(spec.dicom_dir, exclude=[spec.labels_csv])
+    present = set(files)
+    without = sorted(f for f in set(labels.labels) | set(labels.ambiguous) if f not in present)
+    return _Account(spec, files, excluded, labels, without)
+
+
+def sources_from_params(params: Params, root: Path = REPO_ROOT) -> list[SourceSpec]:
+    d = params.data
+    specs = [SourceSpec("internal", resolve_path(d.dicom_dir, root), resolve_path(d.labels_csv, root),
+                        d.dicom_dir, d.labels_csv)]
+    if d.external.enabled:
+        assert d.external.dicom_dir is not None and d.external.labels_csv is not None
+        specs.append(SourceSpec("external", resolve_path(d.external.dicom_dir, root),
+                                resolve_path(d.external.labels_csv, root),
+                                d.external.dicom_dir, d.external.labels_csv))
+    return specs
+
+
+def resolve_workers(workers: int) -> int:
+    """``ingest.workers``: 0 = one per usable CPU core."""
+    if workers > 0:
+        return workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def ingest(
+    params: Params,
+    *,
+    store_path: str | Path,
+    manifest_path: str | Path,
+    report_path: str | Path,
+    root: Path = REPO_ROOT,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Run ingest end to end; writes the store, the manifest and the report; returns the report.
+
+    Raises :class:`IngestError` for unusable input: a missing folder or labels CSV, a CSV
+    without ``file``/``label``, or no accepted internal image (the report is still written).
+    """
+    start = time.perf_counter()
+    ing = params.ingest
+    classes = set(params.data.classes)
+    accounts = [_prepare(spec) for spec in sources_from_params(params, root)]
+    n_workers = resolve_workers(ing.workers if workers is None else workers)
+
+    tasks: list[Task] = []
+    owner: list[tuple[_Account, str, str | None]] = []
+    for acc in accounts:
+        for rel in acc.files:
+            rejection, label = _label_rejection(rel, acc.labels, classes)
+            tasks.append(Task(len(tasks), acc.spec.name, str(acc.spec.dicom_dir / rel), rel, rejection))
+            owner.append((acc, rel, label))
+    config = WorkerConfig(
+        size=ing.size,
+        fit=ing.fit,
+        options=dicom.DecodeOptions(
+            apply_voi_lut=ing.apply_voi_lut, modalities=tuple(ing.modalities), min_size=ing.min_size
+        ),
+        salt=ing.pseudonym_salt,
+    )
+    n_workers = max(1, min(n_workers, len(tasks)))
+    log.info("%d files (%s), %d worker(s)", len(tasks),
+             ", ".join(f"{a.spec.name}: {len(a.files)}" for a in accounts), n_workers)
+
+    rows: list[dict[str, Any]] = []
+    first_sop: dict[str, str] = {}
+    with StoreWriter(store_path, ing.size, capacity=len(tasks)) as writer:
+        for out in progress(_run_tasks(tasks, config, n_workers), total=len(tasks), desc="ingest"):
+            acc, rel, label = owner[out.index]
+            if out.rejection is not None:
+                acc.reject(rel, out.rejection)
+                continue
+            assert out.facts is not None and out.image is not None and label is not None
+            facts = out.facts
+            sop = facts.pop("sop_instance_uid")
+            where = f"{acc.spec.name}/{rel}"
+            if sop is not None and sop in first_sop:
+                acc.reject(rel, f"{DUPLICATE_SOP_INSTANCE_UID}: same as {first_sop[sop]}")
+                continue
+            if sop is not None:
+                first_sop[sop] = where
+            writer.append(out.image)
+            acc.accepted += 1
+            acc.per_class[label] += 1
+            acc.patients.add(facts["patient"])
+            acc.patients_missing_id += bool(facts.pop("patient_missing"))
+            acc.intensity[facts.pop("intensity")] += 1
+            acc.transfer_syntax[_syntax_name(facts["transfer_syntax"])] += 1
+            rows.append({"row": len(rows), "file": rel, "source": acc.spec.name, "label": label, **facts})
+        internal = accounts[0]
+        if internal.accepted == 0:
+            report = _report(accounts, ing, n_workers, start, len(rows), store_path)
+            write_json(report_path, report)
+            raise IngestError(
+                f"no usable image in {internal.spec.shown_dir}: {internal.report()['reasons']} "
+                f"(details in {report_path})"
+            )
+
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    manifest_path = Path(manifest_path)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
+    manifest.to_csv(tmp, index=False)
+    os.replace(tmp, manifest_path)
+    report = _report(accounts, ing, n_workers, start, len(rows), store_path)
+    write_json(report_path, report)
+    return report
+
+
+def _syntax_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name if uid else ""
+    return name or uid or "unknown"
+
+
+def _report(accounts: list[_Account], ing: Any, workers: int, start: float, n_rows: int,
+            store_path: str | Path) -> dict[str, Any]:
+    seconds = time.perf_counter() - start
+    seen = sum(len(a.files) for a in accounts)
+    report = accounts[0].report()
+    for acc in accounts[1:]:
+        report[acc.spec.name] = acc.report()
+    if len(accounts) > 1:
+        internal = accounts[0].patients
+        report["external"]["patients_also_internal"] = len(internal & accounts[1].patients)
+    report["store"] = {"rows": n_rows, "size": ing.size, "dtype": "float16"}
+    report["settings"] = {
+        "size": ing.size, "fit": ing.fit, "apply_voi_lut": ing.apply_voi_lut,
+        "min_size": ing.min_size, "modalities": list(ing.modalities),
+    }
+    report["timing"] = {
+        "seconds": round(seconds, 3),
+        "files_per_s": round(seen / seconds, 2) if seconds > 0 else None,
+        "workers": workers,
+    }
+    return report
+
+
+__all__ = [
+    "INGEST_REASONS",
+    "IngestError",
+    "Labels",
+    "MANIFEST_COLUMNS",
+    "REASONS",
+    "SquareFit",
+    "area_resize",
+    "fit_shape",
+    "fit_square",
+    "ingest",
+    "list_files",
+    "pad_square",
+    "process_file",
+    "pseudonym",
+    "read_labels",
+    "resolve_workers",
+    "sources_from_params",
+]
