@@ -226,3 +226,13 @@ def test_markdown_fences_survive_fenced_attribution_text(full) -> None:
     blocks = re.findall(r"^````text\n(.*?)\n````$", md, re.S | re.M)
     assert len(blocks) == 2
     assert all(b.startswith("# Attribution") and "```\npython -m pipeline.importer\n```" in b for b in blocks)
+
+
+def test_text_is_html_escaped() -> None:
+    """Text from the JSON reports and params (titles, notes, file names) must never become markup."""
+    sections = [{"id": "s1", "number": 1, "title": "A <b>title</b>",
+                 "blocks": [R.p("reuses predictions/<path>.csv & <script>alert(1)</script>")]}]
+    html = R.render_html("T <i>x</i>", sections, {})
+    assert "predictions/&lt;path&gt;.csv &amp; &lt;script&gt;" in html
+    assert "<script>" not in html and "<b>title</b>" not in html and "<i>x</i>" not in html
+    R.check_self_contained(html)
