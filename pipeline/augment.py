@@ -142,21 +142,38 @@ def augment_image(transform: "Compose", image: np.ndarray, seed: int) -> np.ndar
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"augment_image expects a 2-D (S, S) image, got shape {img.shape}")
+    return augment_batch(transform, img[None], seed)[0]
+
+
+def augment_batch(transform: "Compose", images: np.ndarray, seed: int) -> np.ndarray:
+    """Augmented views of a ``(B, S, S)`` batch, fixed by ``seed`` and the order of the images.
+
+    The transform is seeded once for the whole batch and then draws for each image in turn:
+    reseeding per image builds a new ``RandomState`` for every random transform, a quarter of the
+    per-image cost at 128 px. The on-the-fly trainer uses this with a seed fixed by (seed, epoch,
+    batch rows), so a resumed run sees the same views.
+    """
+    imgs = np.asarray(images)
+    if imgs.ndim != 3:
+        raise ValueError(f"augment_batch expects a 3-D (B, S, S) array, got shape {imgs.shape}")
     from monai.data import get_track_meta, set_track_meta
 
     transform.set_random_state(seed=int(seed) % _MAX_SEED)
+    out = np.empty(imgs.shape, dtype=np.float32)
     # Metadata tracking (MetaTensor bookkeeping) is a third of the cost at 128 px and nothing here
     # reads it; the output is bit-identical without it. Restore the global flag for other users.
     tracking = get_track_meta()
     set_track_meta(False)
     try:
-        out = transform(img[None].astype(np.float32, copy=True))
+        for i, img in enumerate(imgs):
+            view = transform(img[None].astype(np.float32, copy=True))
+            # MONAI may return a tensor; callers get plain numpy.
+            if hasattr(view, "detach"):
+                view = view.detach().cpu().numpy()
+            out[i] = np.asarray(view, dtype=np.float32)[0]
     finally:
         set_track_meta(tracking)
-    # MONAI returns a (Meta)Tensor; callers get a plain numpy array.
-    if hasattr(out, "detach"):
-        out = out.detach().cpu().numpy()
-    return np.asarray(out, dtype=np.float32)[0]
+    return out
 
 
 def empty_index() -> pd.DataFrame:

@@ -199,10 +199,11 @@ def auroc(y: np.ndarray, probs: np.ndarray, positive_index: int) -> float:
 # Data
 
 
-def _aug_seed(seed: int, epoch: int, row: int) -> int:
-    # A 4-word entropy (tagged) keeps on-the-fly views distinct from the materialised copies of
-    # pipeline.augment.view_seed(seed, row, copy), while fixed by (seed, epoch, row).
-    entropy = [int(seed), int(epoch), int(row), 0x7A11]
+def _aug_seed(seed: int, epoch: int, rows: np.ndarray) -> int:
+    # Tagged entropy keeps on-the-fly views distinct from the materialised copies of
+    # pipeline.augment.view_seed(seed, row, copy), while fixed by (seed, epoch, the batch's rows
+    # in order); the batch order is itself fixed by (seed, epoch), so a resumed run matches.
+    entropy = [int(seed), int(epoch), 0x7A11, *(int(r) for r in rows)]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
@@ -216,10 +217,9 @@ def load_batch(
     """(B, S, S) float32 images of ``rows``, augmented when ``transform`` is given."""
     batch = np.asarray(images[np.asarray(rows)], dtype=np.float32)
     if transform is not None:
-        from pipeline.augment import augment_image
+        from pipeline.augment import augment_batch
 
-        for i, row in enumerate(rows):
-            batch[i] = augment_image(transform, batch[i], _aug_seed(seed, epoch, int(row)))
+        batch = augment_batch(transform, batch, _aug_seed(seed, epoch, np.asarray(rows)))
     return batch
 
 

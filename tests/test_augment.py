@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.augment import (
+    augment_batch,
     INDEX_COLUMNS,
     augment_image,
     make_augmentation,
@@ -201,3 +202,19 @@ def test_augment_stage_end_to_end(tmp_path, monkeypatch) -> None:
     assert set(index["row"]) == set(train)  # never val/test/external
     with Image.open(tmp_path / paths.FIGURES / "augment_preview.png") as im:
         assert im.format == "PNG"
+
+
+def test_batch_is_seeded_once_and_deterministic(default_transform) -> None:
+    """augment_batch: same seed and order -> same views; each image gets its own draw."""
+    img = _asymmetric()
+    batch = np.stack([img, img, img])
+    a = augment_batch(default_transform, batch, seed=11)
+    b = augment_batch(default_transform, batch, seed=11)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == batch.shape and a.dtype == np.float32
+    # The first image takes the first draw after seeding, exactly as augment_image does.
+    np.testing.assert_array_equal(a[0], augment_image(default_transform, img, seed=11))
+    # Identical inputs still get different views within a batch.
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[1], a[2])
+    with pytest.raises(ValueError, match="3-D"):
+        augment_batch(default_transform, img, seed=1)
