@@ -43,7 +43,9 @@ def test_declared_params_exist(stage: str) -> None:
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_code_deps_exist(stage: str) -> None:
     spec = STAGES[stage]
-    script = spec["cmd"].split()[-1]
+    # `python -m stages.<name>`: run as a module so `pipeline` comes from the checkout being run.
+    assert spec["cmd"] == f"python -m stages.{stage}", spec["cmd"]
+    script = f"stages/{stage}.py"
     assert (REPO_ROOT / script).is_file(), f"{stage}: {script} missing"
     for dep in _entries(spec, "deps"):
         if dep.startswith(("pipeline/", "stages/")):
