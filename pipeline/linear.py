@@ -193,6 +193,19 @@ def fit_linear(
         )
     ]
     best = search.best_estimator_
+    best_C = float(search.best_params_["logisticregression__C"])
+    if len(cfg.C_grid) > 1 and best_C in (min(cfg.C_grid), max(cfg.C_grid)):
+        # The optimum may lie beyond the grid: say so (model card, log) instead of hiding it.
+        if best_C == min(cfg.C_grid):
+            # As C -> 0 the L2 solution's direction tends to the (standardised, class-weighted)
+            # class-mean difference, so the ranking, and the AUROC, change little below this.
+            note = (f"the chosen C = {best_C:g} is the smallest value of linear.C_grid (strongest "
+                    "regularisation; smaller C tends to the class-mean-difference direction): "
+                    "consider extending the grid")
+        else:
+            note = f"the chosen C = {best_C:g} is the largest value of linear.C_grid: consider extending the grid"
+        log.warning(note)
+        notes.append(note)
     aug = np.zeros(len(y), bool) if is_augmented is None else np.asarray(is_augmented, bool)
     best.cv_info_ = CVInfo(
         folds_requested=cfg.cv_folds,
@@ -200,7 +213,7 @@ def fit_linear(
         n_images=int((~aug).sum()),
         n_augmented=int(aug.sum()),
         n_patients=len(np.unique(np.asarray(groups)[~aug])),
-        best_C=float(search.best_params_["logisticregression__C"]),
+        best_C=best_C,
         warnings=notes,
     )
     best.cv_results_ = res

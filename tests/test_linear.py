@@ -214,3 +214,12 @@ def test_linear_stage_end_to_end(tmp_path, monkeypatch) -> None:
     assert (card["n_train_images"], card["n_train_augmented"], card["n_train_patients"]) == (24, 24, 12)
     assert log["best_C"] in GRID and [r["C"] for r in log["cv"]] == GRID
     assert log["val_auroc"] > 0.9
+
+
+def test_choice_at_the_edge_of_the_grid_is_recorded() -> None:
+    """A C at either end of C_grid is flagged (the optimum may lie beyond the grid)."""
+    X, y, groups = _problem()[:3]
+    edge, _ = fit_linear(X, y, groups, _cfg(C_grid=[1e-6, 1e-5]), seed=0)
+    assert any("extending the grid" in w for w in edge.cv_info_.warnings)
+    single, _ = fit_linear(X, y, groups, _cfg(C_grid=[0.1]), seed=0)  # a fixed C is no search
+    assert not any("extending the grid" in w for w in single.cv_info_.warnings)
