@@ -644,31 +644,12 @@ def learning_curve_block(
 # --------------------------------------------------------------------------- real training glue
 
 
-def load_linear_inputs(features_dir: Path, augmented_index: Path | None) -> dict[str, Any]:
-    """Frozen features (memory-mapped), and augmented features + index when both exist."""
-    import pandas as pd
-
-    from pipeline import paths
-
-    features_dir = Path(features_dir)
-    out: dict[str, Any] = {
-        "features": np.load(features_dir / paths.FEATURES.name, mmap_mode="r"),
-        "aug_features": None,
-        "aug_index": None,
-    }
-    aug = features_dir / paths.AUGMENTED_FEATURES.name
-    if augmented_index is not None and aug.exists() and Path(augmented_index).exists():
-        out["aug_features"] = np.load(aug, mmap_mode="r")
-        out["aug_index"] = pd.read_csv(augmented_index, dtype="int64")
-    return out
-
-
 def make_fit(dataset: Any, params: Any, linear_inputs: Mapping[str, Any] | None = None) -> TrainPredict:
     """The production ``fit`` for :func:`run_learning_curve`: the pipeline's own trainers.
 
     finetune/scratch: ``pipeline.training.train`` with early stopping on the full validation split,
     then ``predict_proba`` on the test split. linear: ``pipeline.linear.fit_predict_linear`` on the
-    stored frozen features (``linear_inputs`` from :func:`load_linear_inputs`; augmented views are
+    stored frozen features (``linear_inputs`` from :func:`pipeline.linear.load_linear_inputs`; augmented views are
     used when ``linear.use_augmented``, restricted to the sampled patients by fit_predict_linear).
     The retrained models are discarded: only their test AUROCs are kept.
     """

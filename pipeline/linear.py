@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.augment import INDEX_COLUMNS
 from pipeline.common import get_logger
 from pipeline.params import Linear, Params
 
@@ -306,6 +308,33 @@ def build_training_set(
         is_augmented=np.concatenate(aug_parts),
         rows=rows,
     )
+
+
+def load_linear_inputs(root: Path) -> dict[str, Any]:
+    """The features stage's outputs under ``root``: frozen features (memory-mapped), augmented
+    features and the augmented.csv index, checked against each other.
+
+    One loader for the linear stage and the learning-curve diagnostics; a missing or inconsistent
+    file is an error (rerun the stage named), never a silent fit without the augmented views.
+    """
+    from pipeline import paths
+    from pipeline.common import read_json
+
+    root = Path(root)
+    features = np.load(root / paths.FEATURES, mmap_mode="r")
+    info = read_json(root / paths.FEATURES_INFO)
+    if int(info.get("D", -1)) != int(features.shape[1]):
+        raise ValueError(
+            f"{paths.FEATURES} has D={features.shape[1]} but {paths.FEATURES_INFO} says "
+            f"{info.get('D')}; rerun the features stage"
+        )
+    aug_index = pd.read_csv(root / paths.AUGMENTED_INDEX, dtype="int64")
+    if list(aug_index.columns) != list(INDEX_COLUMNS):
+        raise ValueError(
+            f"{paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {list(INDEX_COLUMNS)}"
+        )
+    aug_features = np.load(root / paths.AUGMENTED_FEATURES, mmap_mode="r")
+    return {"features": features, "aug_features": aug_features, "aug_index": aug_index, "info": info}
 
 
 def fit_predict_linear(

@@ -18,6 +18,7 @@ from pipeline import diagnostics as D
 from pipeline import paths
 from pipeline.common import get_logger, read_json, seed_everything, write_json
 from pipeline.dataset import load_dataset
+from pipeline.linear import load_linear_inputs
 from pipeline.params import REPO_ROOT, load_params
 from pipeline.report import figures
 
@@ -45,9 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     rules = D.Rules.from_params(params)
 
     dataset = load_dataset(params, root=REPO_ROOT)
-    linear_inputs = D.load_linear_inputs(
-        paths.repo_path(paths.FEATURES_DIR), paths.repo_path(paths.AUGMENTED_INDEX)
-    )
+    linear_inputs = load_linear_inputs(REPO_ROOT)
     fit = D.make_fit(dataset, params, linear_inputs)
     lc = D.pipeline_learning_curve(dataset, params, fit)
     doc = D.build_diagnostics(logs, metrics, rules, lc)

@@ -13,14 +13,11 @@ import argparse
 import time
 
 import joblib
-import numpy as np
-import pandas as pd
 
 from pipeline import paths
-from pipeline.augment import INDEX_COLUMNS
-from pipeline.common import get_logger, read_json, write_json
+from pipeline.common import get_logger, write_json
 from pipeline.dataset import load_dataset
-from pipeline.linear import auroc, build_training_set, fit_linear, predict_linear
+from pipeline.linear import auroc, build_training_set, fit_linear, load_linear_inputs, predict_linear
 from pipeline.params import REPO_ROOT, load_params
 from pipeline.predictions import write_predictions
 
@@ -43,16 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
 
     dataset = load_dataset(params, root=REPO_ROOT)
-    info = read_json(paths.repo_path(paths.FEATURES_INFO))
-    features = np.load(paths.repo_path(paths.FEATURES), mmap_mode="r")
-    aug_path = paths.repo_path(paths.AUGMENTED_FEATURES)
-    aug_features = np.load(aug_path, mmap_mode="r") if aug_path.exists() else None
-    aug_index = pd.read_csv(paths.repo_path(paths.AUGMENTED_INDEX), dtype="int64")
-    if list(aug_index.columns) != list(INDEX_COLUMNS):
-        raise SystemExit(f"linear: {paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {list(INDEX_COLUMNS)}")
+    try:
+        inputs = load_linear_inputs(REPO_ROOT)
+    except ValueError as err:
+        raise SystemExit(f"linear: {err}") from None
+    features, aug_features, aug_index, info = (
+        inputs["features"], inputs["aug_features"], inputs["aug_index"], inputs["info"]
+    )
     dim = int(features.shape[1])
-    if int(_info_value(info, "D")) != dim:
-        raise SystemExit(f"linear: {paths.FEATURES} has D={dim} but info.json says {info['D']}; rerun features")
 
     train_rows = dataset.rows("train")
     ts = build_training_set(
