@@ -54,6 +54,7 @@ from torch import nn
 
 from pipeline.common import file_sha256
 from pipeline.params import Backbone, resolve_path
+from pipeline.errors import StageError
 
 EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 TORCHVISION_PREFIX = "torchvision/"
@@ -65,7 +66,7 @@ _TORCHVISION_RESNET = re.compile(r"^(resnet\d+|resnext\d+_\w+|wide_resnet\d+_\d+
 LayerGroups = list[tuple[str, list[nn.Parameter]]]
 
 
-class BackboneError(ValueError):
+class BackboneError(StageError, ValueError):
     """Unknown backbone name, or pretrained weights that are missing or do not match."""
 
 

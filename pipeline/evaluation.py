@@ -2,8 +2,8 @@
 
 The operating point of each path is fixed on its validation predictions and then applied,
 unchanged, to test and external: choosing it on test would make every threshold metric
-optimistic. Splits evaluated: ``test``, and ``external`` when ``data.external`` is configured and
-external rows exist. Schema of evaluation.json: DESIGN.md, "Internal formats → evaluation.json".
+optimistic. Splits evaluated: ``test``, and ``external/<name>`` for every set of ``data.external``
+that has rows in the predictions. Schema of evaluation.json: DESIGN.md, "Internal formats → evaluation.json".
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import pandas as pd
 from pipeline import metrics as M
 from pipeline import paths
 from pipeline.params import Params
+from pipeline.errors import StageError
 
 SCHEMA_VERSION = 1
 ALPHA = 0.05
-EVAL_SPLITS = ("test", "external")
+EXTERNAL_PREFIX = "external/"  # evaluated split keys: "test", "external/<set name>"
 VALID_SPLITS = ("train", "val", "test", "external")
-MANIFEST_COLUMNS = ("row", "patient", "label", "sex", "age", "view")
+MANIFEST_COLUMNS = ("row", "source", "patient", "label", "sex", "age", "view")
 SEXES = ("M", "F", "O", "U")
 
 # Flat keys of reports/metrics.json, in order (README documents them).
@@ -59,7 +60,7 @@ DEFINITIONS = {
 }
 
 
-class EvaluationError(ValueError):
+class EvaluationError(StageError, ValueError):
     """Prediction files or manifest do not meet the contract; the message says which and how."""
 
 
@@ -143,6 +144,15 @@ def check_predictions(
 # --------------------------------------------------------------------------------------------
 # Blocks
 # --------------------------------------------------------------------------------------------
+
+
+def split_rows(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The rows of an evaluated split: ``test``, or ``external/<name>`` (split ``external`` and
+    manifest ``source`` = the set's name)."""
+    if key.startswith(EXTERNAL_PREFIX):
+        name = key[len(EXTERNAL_PREFIX):]
+        return df[(df["split"] == "external") & (df["source"].astype(str) == name)]
+    return df[df["split"] == key]
 
 
 class _Task:
@@ -262,8 +272,8 @@ def _split_block(
 def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str) -> list[dict]:
     rows = []
     for a, b in itertools.combinations(list(joined), 2):
-        da = joined[a][joined[a]["split"] == split]
-        db = joined[b][joined[b]["split"] == split]
+        da = split_rows(joined[a], split)
+        db = split_rows(joined[b], split)
         both = da.merge(db[["row", *task.prob_cols]], on="row", suffixes=("", "_b"))
         if len(both) == 0:
             continue
@@ -350,21 +360,22 @@ def evaluate_predictions(
             )
 
     notes: list[str] = []
-    splits = []
-    for split in EVAL_SPLITS:
-        counts = {name: int((df["split"] == split).sum()) for name, df in joined.items()}
-        if split == "test":
-            empty = [n for n, c in counts.items() if c == 0]
-            if empty:
-                raise EvaluationError(f"no test rows in predictions of {empty}")
-            splits.append(split)
-        elif params.data.external.enabled:
-            if all(c > 0 for c in counts.values()):
-                splits.append(split)
-            else:
-                notes.append("data.external is configured but the predictions have no external rows")
-        elif any(counts.values()):
-            notes.append("external rows present but data.external is off: not evaluated")
+    test_counts = {name: int((df["split"] == "test").sum()) for name, df in joined.items()}
+    empty = [n for n, c in test_counts.items() if c == 0]
+    if empty:
+        raise EvaluationError(f"no test rows in predictions of {empty}")
+    splits = ["test"]
+    for ext in params.data.external:
+        counts = {name: len(split_rows(df, ext.split_key)) for name, df in joined.items()}
+        if all(c > 0 for c in counts.values()):
+            splits.append(ext.split_key)
+        else:
+            notes.append(f"external set {ext.name!r} is configured but the predictions have no rows of it")
+    configured = {e.name for e in params.data.external}
+    first_df = joined[first]
+    stray = sorted(set(first_df.loc[first_df["split"] == "external", "source"].astype(str)) - configured)
+    if stray:
+        notes.append(f"external rows of sets not configured in data.external ({stray}): not evaluated")
     if not task.binary:
         notes.append(
             "more than 2 classes and no data.positive_class: operating-point metrics skipped; "
@@ -376,7 +387,7 @@ def evaluate_predictions(
     for name, df in joined.items():
         op = _operating_point(task, df[df["split"] == "val"], params)
         thr = op["threshold"] if op else None
-        per_split = {s: _split_block(task, df[df["split"] == s], thr, params) for s in splits}
+        per_split = {s: _split_block(task, split_rows(df, s), thr, params) for s in splits}
         for s, blk in per_split.items():
             if not np.isfinite(blk["auroc"]["value"]):
                 counts = ", ".join(f"{c}: {k}" for c, k in blk["class_counts"].items())
@@ -429,11 +440,11 @@ def write_plot_data(evaluation: Mapping[str, Any], plots_dir: str | Path) -> lis
             for kind, cols in (("roc", ("fpr", "tpr", "threshold")), ("pr", ("recall", "precision"))):
                 for curve in block["curves"][kind]:
                     stem = f"{name}_{split}" if single else f"{name}_{split}_{curve['class']}"
-                    p = plots_dir / kind / f"{stem}.csv"
+                    p = plots_dir / kind / f"{stem.replace('/', '-')}.csv"
                     pd.DataFrame({c: curve[c] for c in cols}).to_csv(p, index=False)
                     written.append(p)
             bins = [b for b in block["calibration"]["bins"] if b["count"] > 0]
-            p = plots_dir / "calibration" / f"{name}_{split}.csv"
+            p = plots_dir / "calibration" / f"{name}_{split.replace('/', '-')}.csv"
             pd.DataFrame(
                 {
                     "mean_predicted": [b["mean_predicted"] for b in bins],

@@ -43,6 +43,7 @@ import pandas as pd
 
 from pipeline import dicom
 from pipeline.common import get_logger, progress, write_json
+from pipeline.errors import StageError
 from pipeline.params import REPO_ROOT, Params, resolve_path
 from pipeline.store import StoreWriter
 
@@ -70,7 +71,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 )
 
 
-class IngestError(RuntimeError):
+class IngestError(StageError, RuntimeError):
     """Unusable input (missing folder or CSV, missing CSV columns, nothing accepted)."""
 
 
@@ -297,7 +298,7 @@ class WorkerConfig:
 @dataclass(frozen=True)
 class Task:
     index: int
-    source: str  # internal | external
+    source: str  # internal | the external set's name
     path: str  # absolute
     rel: str  # relative to its dicom_dir
     rejection: str | None  # a label rule already failed (checked after the DICOM preamble)
@@ -403,7 +404,7 @@ def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterato
 
 @dataclass
 class SourceSpec:
-    name: str  # internal | external
+    name: str  # internal | the external set's name
     dicom_dir: Path
     labels_csv: Path
     shown_dir: str  # as written in params (the report shows this, not the absolute path)
@@ -474,14 +475,13 @@ def _prepare(spec: SourceSpec) -> _Account:
 
 
 def sources_from_params(params: Params, root: Path = REPO_ROOT) -> list[SourceSpec]:
-    d = params.data
-    specs = [SourceSpec("internal", resolve_path(d.dicom_dir, root), resolve_path(d.labels_csv, root),
-                        d.dicom_dir, d.labels_csv)]
-    if d.external.enabled:
-        assert d.external.dicom_dir is not None and d.external.labels_csv is not None
-        specs.append(SourceSpec("external", resolve_path(d.external.dicom_dir, root),
-                                resolve_path(d.external.labels_csv, root),
-                                d.external.dicom_dir, d.external.labels_csv))
+    """The development set ``internal`` first, then every external set (pipeline.sources)."""
+    from pipeline.sources import configured_sets
+
+    specs = []
+    for s in configured_sets(params):
+        folder, csv = s.resolved(root)
+        specs.append(SourceSpec(s.name, folder, csv, s.dicom_dir, s.labels_csv))
     return specs
 
 
@@ -591,11 +591,12 @@ def _report(accounts: list[_Account], ing: Any, workers: int, start: float, n_ro
     seconds = time.perf_counter() - start
     seen = sum(len(a.files) for a in accounts)
     report = accounts[0].report()
+    # Every external set under its name; the same pseudonym in two sets is the same PatientID.
+    report["external"] = {}
     for acc in accounts[1:]:
-        report[acc.spec.name] = acc.report()
-    if len(accounts) > 1:
-        internal = accounts[0].patients
-        report["external"]["patients_also_internal"] = len(internal & accounts[1].patients)
+        block = acc.report()
+        block["patients_also_internal"] = len(accounts[0].patients & acc.patients)
+        report["external"][acc.spec.name] = block
     report["store"] = {"rows": n_rows, "size": ing.size, "dtype": "float16"}
     report["settings"] = {
         "size": ing.size, "fit": ing.fit, "apply_voi_lut": ing.apply_voi_lut,

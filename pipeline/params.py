@@ -7,16 +7,19 @@ e.g. ``params.yaml: ingest.size = -3: Input should be greater than or equal to 1
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import StageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ParamsError(ValueError):
+class ParamsError(StageError, ValueError):
     """params.yaml is missing, unreadable or invalid; the message names the key."""
 
 
@@ -25,19 +28,50 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ExternalData(_Section):
-    dicom_dir: str | None = None
-    labels_csv: str | None = None
+EXTERNAL_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+class ExternalSet(_Section):
+    """One external validation set: never used for training, thresholds or any choice."""
+
+    name: str
+    dicom_dir: str = Field(min_length=1)
+    labels_csv: str = Field(min_length=1)
+    # Quoted verbatim by the report; without one the report says "external set `<name>`".
+    description: str | None = None
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> "ExternalData":
-        if (self.dicom_dir is None) != (self.labels_csv is None):
-            raise ValueError("set both dicom_dir and labels_csv, or neither")
+    def _check_name(self) -> "ExternalSet":
+        if not EXTERNAL_NAME.match(self.name):
+            raise ValueError(f"name {self.name!r} must match [a-z0-9_-]+")
+        if self.name == "internal":
+            raise ValueError("name 'internal' is reserved for the development set")
         return self
 
     @property
-    def enabled(self) -> bool:
-        return self.dicom_dir is not None
+    def split_key(self) -> str:
+        """Its key in evaluation.json / metrics.json: ``external/<name>``."""
+        return f"external/{self.name}"
+
+    @property
+    def label(self) -> str:
+        """How the report names it: the description, else "external set `<name>`"."""
+        return self.description or f"external set `{self.name}`"
+
+
+def _external_sets(value: Any) -> Any:
+    """``data.external``: a list of sets; [] or null = none. The single mapping of earlier
+    versions (``{dicom_dir, labels_csv}``, both null = off) is one set named ``external``."""
+    if value is None:
+        return []
+    if isinstance(value, dict) and "name" not in value:
+        if set(value) <= {"dicom_dir", "labels_csv"}:
+            if value.get("dicom_dir") is None and value.get("labels_csv") is None:
+                return []
+            if value.get("dicom_dir") is None or value.get("labels_csv") is None:
+                raise ValueError("set both dicom_dir and labels_csv, or neither")
+        return [{"name": "external", **value}]
+    return value
 
 
 class Data(_Section):
@@ -45,7 +79,7 @@ class Data(_Section):
     labels_csv: str = Field(min_length=1)
     classes: list[str] = Field(min_length=2)
     positive_class: str | None = None
-    external: ExternalData = ExternalData()
+    external: Annotated[list[ExternalSet], BeforeValidator(_external_sets)] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_classes(self) -> "Data":
@@ -57,7 +91,17 @@ class Data(_Section):
             raise ValueError(
                 f"positive_class {self.positive_class!r} is not one of classes {self.classes}"
             )
+        names = [e.name for e in self.external]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"external set names must be unique, repeated: {dupes}")
         return self
+
+    def external_set(self, name: str) -> ExternalSet:
+        for e in self.external:
+            if e.name == name:
+                return e
+        raise KeyError(f"no external set named {name!r}")
 
     @property
     def positive_index(self) -> int:

@@ -1,7 +1,8 @@
 """The prediction file contract shared by the three paths.
 
 ``predictions/<path>.csv``: ``row`` (manifest row), ``file`` (relative to its DICOM folder),
-``split`` (train/val/test/external), ``label`` (class name), ``prob_<class>`` for every class.
+``split`` (train/val/test/external), ``source`` (``internal`` or the external set's name), ``label``
+(class name), ``prob_<class>`` for every class.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 
 from pipeline.dataset import Dataset
 
-BASE_COLUMNS = ("row", "file", "split", "label")
+BASE_COLUMNS = ("row", "file", "split", "source", "label")
 
 
 def prob_columns(classes: tuple[str, ...] | list[str]) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pipeline.errors import StageError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 EXTERNAL = "external"
@@ -29,11 +30,11 @@ SPLIT_COLUMNS: tuple[str, ...] = ("row", "patient", "label", "split")
 CANDIDATE_DRAWS = 64
 
 
-class PatientLeakError(AssertionError):
+class PatientLeakError(StageError, AssertionError):
     """A patient appears in more than one of train/val/test."""
 
 
-class SplitError(ValueError):
+class SplitError(StageError, ValueError):
     """The split cannot be made as asked (too few patients for the fractions/stratification)."""
 
 
@@ -133,10 +134,12 @@ def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) 
     assert_patient_disjoint(splits)
     merged = splits.merge(manifest.drop(columns=["patient", "label"]), on="row", how="left")
     report: dict[str, Any] = {"settings": settings}
-    for name in (*SPLITS, EXTERNAL):
-        part = merged[merged["split"] == name]
-        if name == EXTERNAL and part.empty:
-            continue
+    parts = [(name, merged[merged["split"] == name]) for name in SPLITS]
+    external = merged[merged["split"] == EXTERNAL]
+    # One block per external set, keyed external/<name> as in evaluation.json.
+    for source in sorted(external["source"].astype(str).unique()) if "source" in external else []:
+        parts.append((f"{EXTERNAL}/{source}", external[external["source"].astype(str) == source]))
+    for name, part in parts:
         ages = pd.to_numeric(part.get("age"), errors="coerce") if "age" in part else pd.Series(dtype=float)
         report[name] = {
             "patients": int(part["patient"].nunique()),
@@ -148,7 +151,7 @@ def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) 
             "age_unknown": int(ages.isna().sum()),
         }
     internal_patients = set(merged.loc[merged["split"].isin(SPLITS), "patient"])
-    external_patients = set(merged.loc[merged["split"] == EXTERNAL, "patient"])
+    external_patients = set(external["patient"])
     report["checks"] = {
         "patient_disjoint": True,  # assert_patient_disjoint above raised otherwise
         # Same pseudonym in both sets: the same PatientID at two sites. Reported, not fatal:

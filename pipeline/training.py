@@ -844,13 +844,14 @@ def run_training_stage(kind: Kind, params: Params, root: Path | None = None) -> 
     from pipeline.common import write_json
     from pipeline.dataset import load_dataset
     from pipeline.params import REPO_ROOT
+    from pipeline.errors import StageError
     from pipeline.predictions import write_predictions
 
     root = REPO_ROOT if root is None else Path(root)
     dataset = load_dataset(params, root=root)
     train_rows, val_rows = dataset.rows("train"), dataset.rows("val")
     if len(train_rows) == 0:
-        raise SystemExit(f"{kind}: the train split is empty; check the split stage")
+        raise StageError("the train split is empty; check the split stage")
     model_dir = root / paths.MODELS / kind
     result = train(
         kind,

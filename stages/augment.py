@@ -4,64 +4,8 @@ Reads params `seed` and `augment.*`; writes data/processed/augmented.npy + augme
 reports/figures/augment_preview.png. Validation, test and external images are never augmented.
 """
 
-from __future__ import annotations
-
-import argparse
-import time
-
-import numpy as np
-
-from pipeline import paths
-from pipeline.augment import make_augmentation, materialise, preview_grid
-from pipeline.common import get_logger
-from pipeline.dataset import load_dataset
-from pipeline.params import REPO_ROOT, load_params
-
-log = get_logger("augment")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    cfg = params.augment
-
-    dataset = load_dataset(params, root=REPO_ROOT)
-    train_rows = dataset.rows("train")
-    if train_rows.size == 0:
-        raise SystemExit("augment: the train split is empty; check the split stage")
-
-    start = time.perf_counter()
-    views, index = materialise(
-        dataset.images,
-        train_rows,
-        cfg,
-        seed=params.seed,
-        copies=cfg.copies,
-        out_path=paths.repo_path(paths.AUGMENTED_STORE),
-    )
-    index.to_csv(paths.repo_path(paths.AUGMENTED_INDEX), index=False)
-    log.info(
-        "%d views of %d train images (%d copies each) in %.1f s -> %s",
-        len(views), len(train_rows), cfg.copies, time.perf_counter() - start, paths.AUGMENTED_STORE,
-    )
-
-    # Preview: a seeded sample of training images. With copies = 0 the trainers still augment on
-    # the fly, so the figure shows three views of that same definition.
-    rng = np.random.default_rng(params.seed)
-    n = min(cfg.preview_images, train_rows.size)
-    shown = np.sort(rng.choice(train_rows, size=n, replace=False))
-    out = preview_grid(
-        dataset.images,
-        shown,
-        make_augmentation(cfg),
-        seed=params.seed,
-        path=paths.repo_path(paths.FIGURES / "augment_preview.png"),
-        copies=cfg.copies if cfg.copies > 0 else 3,
-    )
-    log.info("preview -> %s", out.relative_to(REPO_ROOT))
-
+from pipeline.cli import entry
+from pipeline.steps.augment import run_augment
 
 if __name__ == "__main__":
-    main()
+    entry("augment", run_augment, __doc__)

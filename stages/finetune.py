@@ -9,20 +9,8 @@ reports/train/finetune/.
 A per-epoch checkpoint in models/finetune/ckpt/ lets an interrupted run resume where it stopped.
 """
 
-from __future__ import annotations
-
-import argparse
-
-from pipeline.params import load_params
-from pipeline.training import run_training_stage
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    run_training_stage("finetune", load_params(args.params))
-
+from pipeline.cli import entry
+from pipeline.steps.finetune import run_finetune
 
 if __name__ == "__main__":
-    main()
+    entry("finetune", run_finetune, __doc__)

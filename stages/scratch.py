@@ -7,20 +7,8 @@ reports/train/scratch/.
 A per-epoch checkpoint in models/scratch/ckpt/ lets an interrupted run resume where it stopped.
 """
 
-from __future__ import annotations
-
-import argparse
-
-from pipeline.params import load_params
-from pipeline.training import run_training_stage
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    run_training_stage("scratch", load_params(args.params))
-
+from pipeline.cli import entry
+from pipeline.steps.scratch import run_scratch
 
 if __name__ == "__main__":
-    main()
+    entry("scratch", run_scratch, __doc__)

@@ -150,60 +150,6 @@ def test_preview_png(tmp_path, default_transform) -> None:
     assert w > h  # 3 columns (original + 2 views) by 2 lines
 
 
-def _load_stage(name: str):
-    import importlib.util
-
-    from pipeline.params import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO_ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _tiny_project(root, n: int = 12, size: int = S, copies: int = 2):
-    """A processed data set (store, manifest, splits) and a params file under ``root``."""
-    import yaml
-
-    from pipeline import paths
-    from pipeline.params import REPO_ROOT
-
-    proc = root / paths.PROCESSED
-    proc.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    np.save(proc / "images.npy", rng.random((n, size, size)).astype(np.float16))
-    split = (["train"] * 6 + ["val"] * 2 + ["test"] * 2 + ["external"] * 2)[:n]
-    manifest = pd.DataFrame({"row": range(n), "file": [f"f{i}.dcm" for i in range(n)],
-                             "source": ["external" if s == "external" else "internal" for s in split],
-                             "patient": [f"{i // 2:016x}" for i in range(n)],
-                             "label": ["normal", "abnormal"] * (n // 2)})
-    manifest.to_csv(proc / "manifest.csv", index=False)
-    manifest.assign(split=split)[["row", "patient", "label", "split"]].to_csv(proc / "splits.csv", index=False)
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["augment"]["copies"] = copies
-    raw["augment"]["preview_images"] = 3
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    return np.flatnonzero(np.array(split) == "train")
-
-
-def test_augment_stage_end_to_end(tmp_path, monkeypatch) -> None:
-    from PIL import Image
-
-    from pipeline import paths
-
-    train = _tiny_project(tmp_path, copies=2)
-    stage = _load_stage("augment")
-    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(stage, "REPO_ROOT", tmp_path)
-    stage.main(["--params", str(tmp_path / "params.yaml")])
-    views = np.load(tmp_path / paths.AUGMENTED_STORE)
-    index = pd.read_csv(tmp_path / paths.AUGMENTED_INDEX)
-    assert views.shape == (len(train) * 2, S, S) and views.dtype == np.float16
-    assert set(index["row"]) == set(train)  # never val/test/external
-    with Image.open(tmp_path / paths.FIGURES / "augment_preview.png") as im:
-        assert im.format == "PNG"
-
-
 def test_batch_is_seeded_once_and_deterministic(default_transform) -> None:
     """augment_batch: same seed and order -> same views; each image gets its own draw."""
     img = _asymmetric()

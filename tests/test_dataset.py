@@ -18,6 +18,7 @@ def _dataset(n: int = 6) -> Dataset:
             "patient": [f"pt{i // 2}" for i in range(n)],
             "label": ["normal", "abnormal"] * (n // 2),
             "split": ["train", "train", "val", "val", "test", "external"][:n],
+            "source": ["internal"] * 5 + ["site-b"] * (n - 5),
         }
     )
     return Dataset(manifest=manifest, images=np.zeros((n, 4, 4), np.float16), classes=("normal", "abnormal"))
@@ -47,7 +48,8 @@ def test_predictions_roundtrip(tmp_path) -> None:
     probs = np.stack([1 - p, p], axis=1)
     out = write_predictions(tmp_path / "linear.csv", ds, probs[::-1], rows=np.arange(6)[::-1])
     back = read_predictions(tmp_path / "linear.csv", ds.classes)
-    assert list(back.columns) == ["row", "file", "split", "label", "prob_normal", "prob_abnormal"]
+    assert list(back.columns) == ["row", "file", "split", "source", "label", "prob_normal", "prob_abnormal"]
+    assert back["source"].tolist() == ["internal"] * 5 + ["site-b"]
     assert back["row"].tolist() == list(range(6))
     np.testing.assert_allclose(back["prob_abnormal"], p, atol=1e-6)
     assert out["split"].tolist() == ds.manifest["split"].tolist()

@@ -269,6 +269,7 @@ def test_learning_curve_block_lists_catch_up_against_each_pretrained_path() -> N
 
 def test_main_run_probs_follow_test_row_order(tmp_path) -> None:
     df = pd.DataFrame({"row": [0, 1, 2, 3], "file": list("abcd"), "split": ["train", "test", "val", "test"],
+                       "source": "internal",
                        "label": ["normal", "abnormal", "normal", "normal"],
                        "prob_normal": [0.9, 0.2, 0.7, 0.6], "prob_abnormal": [0.1, 0.8, 0.3, 0.4]})
     df.to_csv(tmp_path / "p.csv", index=False)
@@ -299,6 +300,7 @@ def _synthetic_dataset(n_patients=48, seed=0):
     manifest = pd.DataFrame({
         "row": np.arange(len(pat)), "file": [f"f{i}.dcm" for i in range(len(pat))], "patient": pat,
         "label": np.array(["normal", "abnormal"])[lab], "split": [split_of[p] for p in pat],
+        "source": "internal",
     })
     ds = Dataset(manifest=manifest, images=np.zeros((len(pat), 8, 8), np.float16), classes=("normal", "abnormal"))
     features = rng.normal(size=(len(pat), 6)).astype(np.float32)
@@ -327,7 +329,7 @@ def test_pipeline_learning_curve_reuses_main_run_only_with_same_epochs(tmp_path)
     test_rows = ds.rows("test")
     probs = np.linspace(0.05, 0.95, len(ds.manifest))
     pd.DataFrame({"row": ds.manifest["row"], "file": ds.manifest["file"], "split": ds.manifest["split"],
-                  "label": ds.manifest["label"], "prob_normal": 1 - probs, "prob_abnormal": probs}
+                  "source": "internal", "label": ds.manifest["label"], "prob_normal": 1 - probs, "prob_abnormal": probs}
                  ).to_csv(tmp_path / "finetune.csv", index=False)
     seen = []
 

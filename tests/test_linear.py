@@ -163,59 +163,6 @@ def test_fit_predict_linear_uses_only_views_of_its_train_rows() -> None:
         build_training_set(ds, feats, aug_feats, leaky, subset, use_augmented=True)
 
 
-def test_linear_stage_end_to_end(tmp_path, monkeypatch) -> None:
-    import importlib.util
-    import json
-
-    import yaml
-
-    from pipeline import paths
-    from pipeline.predictions import read_predictions
-
-    # 20 patients x 2 images, patient-level classes; 12 train, 4 val, 4 test patients.
-    X, y, groups = _problem(n_patients=20, dim=6, sep=3.0)
-    n = len(y)
-    patient_idx = np.repeat(np.arange(20), 2)
-    split = np.select([patient_idx < 12, patient_idx < 16], ["train", "val"], "test")
-    proc = tmp_path / paths.PROCESSED
-    proc.mkdir(parents=True)
-    np.save(proc / "images.npy", np.zeros((n, 16, 16), np.float16))
-    manifest = pd.DataFrame({"row": range(n), "file": [f"f{i}.dcm" for i in range(n)],
-                             "source": "internal", "patient": groups,
-                             "label": np.where(y == 1, "abnormal", "normal")})
-    manifest.to_csv(proc / "manifest.csv", index=False)
-    manifest.assign(split=split)[["row", "patient", "label", "split"]].to_csv(proc / "splits.csv", index=False)
-    train = np.flatnonzero(split == "train")
-    pd.DataFrame({"aug_row": range(len(train)), "row": train, "copy": 0}).to_csv(proc / "augmented.csv", index=False)
-    fdir = tmp_path / paths.FEATURES_DIR
-    fdir.mkdir(parents=True)
-    np.save(fdir / "images.npy", X.astype(np.float32))
-    np.save(fdir / "augmented.npy", (X[train] + 0.1).astype(np.float32))
-    (fdir / "info.json").write_text(json.dumps({"backbone": "efficientnet_lite0", "weights_source": "test",
-                                                "weights_sha256": "ab" * 32, "D": 6}))
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["linear"].update(cv_folds=3, C_grid=GRID)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-
-    spec = importlib.util.spec_from_file_location("stage_linear", REPO_ROOT / "stages" / "linear.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
-    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(stage, "REPO_ROOT", tmp_path)
-    stage.main(["--params", str(tmp_path / "params.yaml")])
-
-    preds = read_predictions(tmp_path / "predictions" / "linear.csv", ("normal", "abnormal"))
-    assert preds["row"].tolist() == list(range(n)) and set(preds["split"]) == {"train", "val", "test"}
-    assert (tmp_path / "models" / "linear" / "model.joblib").is_file()
-    log = json.loads((tmp_path / "reports" / "train" / "linear.json").read_text())
-    card = log["model_card"]
-    assert card["path"] == "linear" and card["weights_sha256"] == "ab" * 32
-    assert card["trained"] == "logistic regression on frozen 6-d embeddings"
-    assert (card["n_train_images"], card["n_train_augmented"], card["n_train_patients"]) == (24, 24, 12)
-    assert log["best_C"] in GRID and [r["C"] for r in log["cv"]] == GRID
-    assert log["val_auroc"] > 0.9
-
-
 def test_choice_at_the_edge_of_the_grid_is_recorded() -> None:
     """A C at either end of C_grid is flagged (the optimum may lie beyond the grid)."""
     X, y, groups = _problem()[:3]

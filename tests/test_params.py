@@ -27,7 +27,7 @@ def edited(path: str, value) -> dict:
 def test_shipped_params_are_valid() -> None:
     p = load_params()
     assert p.ingest.size >= 16 and p.data.classes == ["normal", "abnormal"]
-    assert p.data.external.enabled and p.data.positive_index == 1
+    assert [e.name for e in p.data.external] == ["kermany-paediatric"] and p.data.positive_index == 1
 
 
 @pytest.mark.parametrize(

@@ -80,13 +80,13 @@ def test_report_counts() -> None:
     m = manifest()
     s = make_splits(m, val_fraction=0.15, test_fraction=0.15, seed=1)
     r = split_report(s, m, seed=1)
-    assert sum(r[x]["images"] for x in ("train", "val", "test", "external")) == len(m)
+    assert sum(r[x]["images"] for x in ("train", "val", "test", "external/external")) == len(m)
     assert sum(r[x]["patients"] for x in ("train", "val", "test")) == 60
-    for name in ("train", "val", "test", "external"):
+    for name in ("train", "val", "test", "external/external"):
         block = r[name]
         assert sum(block["labels"].values()) == sum(block["sex"].values()) == sum(block["view"].values()) == block["images"]
     assert "unknown" in r["train"]["view"]  # empty view counted, not dropped
-    assert r["external"]["age_mean"] is None and r["external"]["age_unknown"] == 5
+    assert r["external/external"]["age_mean"] is None and r["external/external"]["age_unknown"] == 5
     assert r["checks"] == {"patient_disjoint": True, "external_patients_also_internal": 0}
     assert r["settings"] == {"seed": 1}
 

@@ -54,6 +54,7 @@ def _dataset(n: int = 24, classes=("normal", "abnormal"), seed: int = 0) -> Data
             "patient": [f"pt{i}" for i in range(n)],
             "label": labels,
             "split": split,
+            "source": np.where(split == "external", "external", "internal"),
         }
     )
     return Dataset(manifest=manifest, images=images.astype(np.float16), classes=tuple(classes))

@@ -1,0 +1,52 @@
+"""diagnose stage: overfitting diagnostics, transfer trifecta, validation and learning curves."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pipeline import diagnostics as D
+from pipeline import paths
+from pipeline.common import get_logger, read_json, seed_everything, write_json
+from pipeline.dataset import load_dataset
+from pipeline.linear import load_linear_inputs
+from pipeline.params import Params
+from pipeline.report import figures
+from pipeline.workspace import Workspace
+
+log = get_logger("diagnose")
+FIGURE_DIR = paths.FIGURES / "diagnose"
+
+
+def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
+    """reports/diagnostics.json and reports/figures/diagnose/*.png; the learning curve retrains
+    every method with the main run's settings on fractions of the training patients."""
+    seed_everything(params.seed)
+    start = time.perf_counter()
+    logs = {p: read_json(workspace.require(paths.train_log(p), p)) for p in paths.PATHS}
+    metrics = read_json(workspace.require(paths.METRICS, "evaluate"))
+    rules = D.Rules.from_params(params)
+
+    dataset = load_dataset(params, root=workspace.root)
+    linear_inputs = load_linear_inputs(workspace.root)
+    fit = D.make_fit(dataset, params, linear_inputs)
+    lc = D.pipeline_learning_curve(dataset, params, fit, predictions_dir=workspace.path(paths.PREDICTIONS))
+    doc = D.build_diagnostics(logs, metrics, rules, lc)
+
+    fig_dir = workspace.path(FIGURE_DIR)
+    out = {
+        "curves": figures.plot_training_curves(doc["paths"], fig_dir / "curves.png"),
+        "trifecta": figures.plot_trifecta(doc["paths"], fig_dir / "trifecta.png"),
+        "validation_curve": figures.plot_validation_curve(doc["paths"]["linear"],
+                                                          fig_dir / "validation_curve.png"),
+        "learning_curve": figures.plot_learning_curve(lc["summary"], fig_dir / "learning_curve.png"),
+    }
+    doc["figures"] = {k: workspace.show(v) for k, v in out.items()}
+    doc["wall_time_s"] = round(time.perf_counter() - start, 1)
+    write_json(workspace.path(paths.DIAGNOSTICS), doc)
+    for method, v in doc["verdicts"].items():
+        log.info("%s: %s", method, v["text"])
+    for ref, c in lc["scratch_catch_up"].items():
+        log.info("learning curve vs %s: %s", ref, c["text"])
+    log.info("diagnose done in %.1f s", doc["wall_time_s"])
+    return doc

@@ -1,0 +1,64 @@
+"""Shared test fixtures: the repository's params, and tiny workspaces the stage functions run in.
+
+Stage functions (``pipeline.steps.<stage>.run_<stage>(params, workspace)``) are called on a
+temporary :class:`~pipeline.workspace.Workspace`; nothing patches a global root.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import paths
+from pipeline.params import REPO_ROOT, Params, validate_params
+from pipeline.workspace import Workspace
+
+_REPO_PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def repo_params() -> dict[str, Any]:
+    """A fresh copy of the repository's params.yaml as a dict."""
+    return copy.deepcopy(_REPO_PARAMS)
+
+
+def write_params(root: Path, raw: dict[str, Any]) -> Params:
+    """Write ``raw`` as ``root/params.yaml`` and return it validated."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return validate_params(raw)
+
+
+@pytest.fixture
+def params_raw() -> dict[str, Any]:
+    return repo_params()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
+
+
+def make_processed(ws: Workspace, splits: list[str], size: int = 16, seed: int = 0,
+                   images_per_patient: int = 2) -> pd.DataFrame:
+    """A processed data set in ``ws``: random store, manifest and splits.csv, one split per row
+    (``external`` rows get the source ``external``); patients hold ``images_per_patient`` rows."""
+    n = len(splits)
+    proc = ws.path(paths.PROCESSED)
+    proc.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    np.save(proc / "images.npy", rng.random((n, size, size)).astype(np.float16))
+    manifest = pd.DataFrame({
+        "row": range(n), "file": [f"f{i}.dcm" for i in range(n)],
+        "source": ["external" if s == "external" else "internal" for s in splits],
+        "patient": [f"{i // images_per_patient:016x}" for i in range(n)],
+        "label": ["normal", "abnormal"] * (n // 2) + ["normal"] * (n % 2),
+    })
+    manifest.to_csv(ws.manifest, index=False)
+    manifest.assign(split=splits)[["row", "patient", "label", "split"]].to_csv(ws.splits, index=False)
+    return manifest
