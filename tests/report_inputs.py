@@ -32,9 +32,11 @@ def make_params(root: Path, external: bool = True) -> tuple[Any, dict]:
     raw["data"]["dicom_dir"] = str(root / "dicom")
     raw["data"]["labels_csv"] = str(root / "dicom" / "labels.csv")
     if external:
-        raw["data"]["external"] = {"dicom_dir": str(root / "dicom-ext"), "labels_csv": str(root / "dicom-ext" / "labels.csv")}
+        raw["data"]["external"] = [{"name": "site-b", "dicom_dir": str(root / "dicom-ext"),
+                                    "labels_csv": str(root / "dicom-ext" / "labels.csv"),
+                                    "description": "Adult PA radiographs, hospital B, 2019"}]
     else:
-        raw["data"]["external"] = {"dicom_dir": None, "labels_csv": None}
+        raw["data"]["external"] = []
     raw["ingest"]["pseudonym_salt"] = SALT
     raw["ingest"]["size"] = 32
     raw["evaluate"]["bootstrap_samples"] = 100
@@ -53,7 +55,7 @@ def _manifest(rng: np.random.Generator, external: bool) -> pd.DataFrame:
             lab = CLASSES[i % 2]
             for _ in range(2):
                 rows.append({
-                    "row": r, "file": f"{split}/{r:04d}.dcm", "source": "external" if split == "external" else "internal",
+                    "row": r, "file": f"{split}/{r:04d}.dcm", "source": "site-b" if split == "external" else "internal",
                     "patient": pat, "label": lab, "sex": "MF"[i % 2] if i % 5 else "U",
                     "age": float(20 + (i * 7) % 60) if i % 6 else np.nan, "view": "PA" if i % 3 else "AP",
                     "split": split,
@@ -105,7 +107,7 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
     for path, signal in (("linear", 1.2), ("finetune", 1.6), ("scratch", 0.4)):
         z = signal * (2 * y - 1) + rng.normal(0, 1, len(man))
         pr = 1 / (1 + np.exp(-z))
-        df = man[["row", "file", "split", "label"]].copy()
+        df = man[["row", "file", "split", "source", "label"]].copy()
         df["prob_normal"], df["prob_abnormal"] = 1 - pr, pr
         (root / paths.PREDICTIONS).mkdir(exist_ok=True)
         df.to_csv(root / paths.predictions_csv(path), index=False)
@@ -125,9 +127,9 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
         "labels_without_file": [f"{PLANTED_NAME}.dcm"], "excluded": ["labels.csv"],
         "per_class": internal.label.value_counts().to_dict(), "patients": int(internal.patient.nunique()),
         "patients_missing_id": 0,
-        **({"external": {"seen": 16, "accepted": 16, "rejected": 0, "reasons": {}, "rejected_files": [],
-                         "labels_without_file": [], "per_class": {"normal": 8, "abnormal": 8}, "patients": 8}}
-           if external else {}),
+        **({"external": {"site-b": {"seen": 16, "accepted": 16, "rejected": 0, "reasons": {}, "rejected_files": [],
+                         "labels_without_file": [], "per_class": {"normal": 8, "abnormal": 8}, "patients": 8}}}
+           if external else {"external": {}}),
     })
     from pipeline.splits import split_report
 

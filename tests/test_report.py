@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -89,8 +90,8 @@ def test_numbers_come_from_the_json_reports(full) -> None:
     a = ev["results"]["finetune"]["splits"]["test"]["auroc"]
     shown = f"{a['value']:.3f} ({a['ci_low']:.3f}–{a['ci_high']:.3f})"
     assert shown in _section_html(html, "results") and shown in md
-    conf = ev["results"]["scratch"]["splits"]["external"]["at_threshold"]["confusion"]
-    row = f"| scratch | external | youden | {ev['results']['scratch']['operating_point']['threshold']:.3f} | " \
+    conf = ev["results"]["scratch"]["splits"]["external/site-b"]["at_threshold"]["confusion"]
+    row = f"| scratch | external/site-b | youden | {ev['results']['scratch']['operating_point']['threshold']:.3f} | " \
           f"{conf['tp']} | {conf['fp']} | {conf['fn']} | {conf['tn']} |"
     assert row in md
     d = inp.diagnostics
@@ -201,7 +202,10 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 def test_screenshot_in_headless_chromium(full, tmp_path) -> None:
     if CHROMIUM is None:
-        pytest.skip("chromium not installed (apt-get install chromium); the screenshot test needs it")
+        why = "chromium not installed (apt-get install chromium); the screenshot test needs it"
+        if os.environ.get("CI"):
+            pytest.fail(why + " and CI must run it (.ci/run installs it)")
+        pytest.skip(why)
     root, *_ = full
     url = (root / paths.REPORT_HTML).resolve().as_uri()
     shot = tmp_path / "report.png"
@@ -236,3 +240,19 @@ def test_text_is_html_escaped() -> None:
     assert "predictions/&lt;path&gt;.csv &amp; &lt;script&gt;" in html
     assert "<script>" not in html and "<b>title</b>" not in html and "<i>x</i>" not in html
     R.check_self_contained(html)
+
+
+def test_external_sets_are_named_by_description_never_by_folder(full) -> None:
+    root, html, md, inp = full
+    results = _section_html(html, "results")
+    assert "External: Adult PA radiographs, hospital B, 2019" in results
+    assert "paediatric" not in html.lower()  # nothing guessed from folder names
+
+
+def test_reproducibility_says_what_is_missing(full) -> None:
+    root, html, md, inp = full
+    section = _section_html(html, "reproducibility")
+    # The synthetic outputs are in a temporary folder: no git checkout, no dvc.lock, no sources.
+    assert "Not reproducible from a commit as it stands" in section
+    assert "not a git checkout" in section and "no dvc.lock" in section
+    assert "Reproducible from this commit" not in section

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.common import file_sha256, get_logger, read_json
+from pipeline.common import get_logger, read_json
 
 log = get_logger(__name__)
 
@@ -230,25 +229,6 @@ def _read_optional(path: Path, problems: dict[str, str], name: str) -> dict | No
         return None
 
 
-def git_commit(root: Path) -> dict[str, Any]:
-    """HEAD commit and whether the tracked tree differs from it; ``None`` outside a git checkout."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    try:
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=20, check=True,
-        ).stdout
-        dirty: bool | None = bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        dirty = None
-    return {"commit": head or None, "dirty": dirty}
-
-
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     out = {}
     for n in names:
@@ -260,12 +240,14 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
 
 
 def reproducibility_facts(root: Path, params_raw: Mapping[str, Any]) -> dict[str, Any]:
-    lock = root / "dvc.lock"
     import platform
 
+    from pipeline.provenance import reproducibility_record
+    from pipeline.sources import SOURCES_FILE
+
+    sources = root / SOURCES_FILE
     return {
-        **git_commit(root),
-        "dvc_lock_sha256": file_sha256(lock) if lock.exists() else None,
+        "record": reproducibility_record(root, read_json(sources) if sources.is_file() else None),
         "packages": package_versions(),
         "python": platform.python_version(),
         "params": mask_params(params_raw),
@@ -290,9 +272,7 @@ def load_inputs(root: Path, params: Any, params_raw: Mapping[str, Any] | None = 
         log_ = _read_optional(root / paths.train_log(name), problems, str(paths.train_log(name)))
         if log_ is not None:
             inp.train_logs[name] = log_
-    folders = [params.data.dicom_dir]
-    if params.data.external.enabled:
-        folders.append(params.data.external.dicom_dir)
+    folders = [params.data.dicom_dir] + [e.dicom_dir for e in params.data.external]
     for folder in folders:
         # Attribution sits in the DICOM folder or beside it (next to the labels CSV), so that
         # ingest sees only DICOM files in the folder itself.
@@ -312,6 +292,26 @@ def load_inputs(root: Path, params: Any, params_raw: Mapping[str, Any] | None = 
 
 
 # --------------------------------------------------------------------------- section builders
+
+
+def _configured_splits(inp: ReportInputs) -> list[str]:
+    """The splits a claim is made on: test, then every configured external set (params order)."""
+    return ["test"] + [e.split_key for e in inp.params.data.external]
+
+
+def _split_title(inp: ReportInputs, split: str) -> str:
+    """How the report names a split: never guessed from folder names."""
+    for e in inp.params.data.external:
+        if e.split_key == split:
+            return f"External: {e.label}" if e.description else e.label[0].upper() + e.label[1:]
+    return f"{split} split"
+
+
+def _ingest_sources(inp: ReportInputs) -> list[tuple[str, dict]]:
+    """(name, ingest block) of the development set and of every external set ingested."""
+    ing = inp.ingest or {}
+    ext = ing.get("external") if isinstance(ing.get("external"), dict) else {}
+    return [("development", ing)] + [(f"external `{n}`", b) for n, b in ext.items() if isinstance(b, dict)]
 
 
 def _splits_present(inp: ReportInputs) -> list[str]:
@@ -448,18 +448,19 @@ def _section_summary(inp: ReportInputs) -> list[dict]:
                               "missing or empty, so the questions cannot be answered."))
     for a in answers:
         blocks.append(callout(a))
-    ext = [p for p in _paths_present(inp) if _auroc(inp, p, "external")]
-    if ext:
-        b = _split_block(inp, ext[0], "external") or {}
-        blocks.append(p(
-            "External site (never used for training, thresholds or model choice"
-            + (f"; {b.get('n')} images, {b.get('n_positive')} positive" if b else "") + "): "
-            + "; ".join(f"{q} AUROC {fblock(_auroc(inp, q, 'external'))}" for q in ext) + "."
-        ))
-    elif inp.params.data.external.enabled:
-        blocks.append(missing("An external set is configured but has no results in evaluation.json."))
-    else:
-        blocks.append(missing("No external validation: no external set is configured (data.external is null)."))
+    for e in inp.params.data.external:
+        ext = [p for p in _paths_present(inp) if _auroc(inp, p, e.split_key)]
+        if ext:
+            b = _split_block(inp, ext[0], e.split_key) or {}
+            blocks.append(p(
+                f"{_split_title(inp, e.split_key)} (never used for training, thresholds or model choice"
+                + (f"; {b.get('n')} images, {b.get('n_positive')} positive" if b else "") + "): "
+                + "; ".join(f"{q} AUROC {fblock(_auroc(inp, q, e.split_key))}" for q in ext) + "."
+            ))
+        else:
+            blocks.append(missing(f"External set `{e.name}` is configured but has no results in evaluation.json."))
+    if not inp.params.data.external:
+        blocks.append(missing("No external validation: no external set is configured (data.external is empty)."))
     d = inp.diagnostics
     if d and d.get("verdicts"):
         blocks.append(p("Overfitting: " + " ".join(f"{k}: {v.get('text')}" for k, v in d["verdicts"].items())))
@@ -513,13 +514,13 @@ def _section_intended_use(inp: ReportInputs) -> list[dict]:
         "populations, disease prevalence or acquisition protocols; the operating point was chosen on the "
         "validation split of the development site.",
     ]
-    if prm.data.external.enabled:
-        ext = "External-site caveats: the external set is small and may differ in age, equipment and disease " \
-              "spectrum from the development data"
-        if _is_demo(inp):
-            ext += " (the demo's external set is paediatric: a deliberate, strong dataset shift)"
-        lim.append(ext + "; its results are a stress test, not a validation of clinical use.")
-    else:
+    for e in prm.data.external:
+        lim.append(f"External set `{e.name}`"
+                   + (f" ({e.description})" if e.description else "")
+                   + ": it may differ in age, equipment and disease spectrum from the development data, and a "
+                   "small set gives wide intervals; its results test generalisation, they do not validate "
+                   "clinical use.")
+    if not prm.data.external:
         lim.append("No external site was configured: generalisation to other sites is untested.")
     lim.append("Grad-CAM heatmaps are coarse (the last feature map is a few cells wide) and show where the "
                "network's evidence is, not whether it is clinically meaningful.")
@@ -529,17 +530,17 @@ def _section_intended_use(inp: ReportInputs) -> list[dict]:
 
 def _section_data_sources(inp: ReportInputs) -> list[dict]:
     d = inp.params.data
-    rows = [["development", d.dicom_dir, d.labels_csv]]
-    if d.external.enabled:
-        rows.append(["external", d.external.dicom_dir, d.external.labels_csv])
+    rows = [["development", d.dicom_dir, d.labels_csv, "train / val / test"]]
+    rows += [[f"external `{e.name}`", e.dicom_dir, e.labels_csv, e.description or "(no description given)"]
+             for e in d.external]
     blocks = [
-        table(Table(["set", "DICOM folder", "labels CSV"], rows)),
+        table(Table(["set", "DICOM folder", "labels CSV", "description"], rows)),
         p(f"Classes: {', '.join(d.classes)}; positive class: {d.positive_class}. Labels come from the labels CSV "
           "(columns file, label); patient, sex, age and view from the DICOM header. Patient IDs are stored only "
           "as salted hashes; names and dates are never read into any output."),
     ]
-    if not d.external.enabled:
-        blocks.append(missing("No external data source is configured (data.external is null)."))
+    if not d.external:
+        blocks.append(missing("No external data source is configured (data.external is empty)."))
     if inp.attributions:
         for folder, text in inp.attributions:
             blocks.append(h3(f"Attribution: {folder}/ATTRIBUTION.md"))
@@ -553,9 +554,7 @@ def _section_ingest(inp: ReportInputs) -> list[dict]:
     ing = inp.ingest
     if not ing:
         return [missing(f"Ingest report unavailable: {inp.problems.get('reports/ingest.json', 'missing')}.")]
-    sources = [("development", ing)]
-    if isinstance(ing.get("external"), dict):
-        sources.append(("external", ing["external"]))
+    sources = _ingest_sources(inp)
     classes = list(inp.params.data.classes)
     rows = []
     for name, s in sources:
@@ -576,7 +575,7 @@ def _section_ingest(inp: ReportInputs) -> list[dict]:
         blocks.append(table(Table(["rejection reason"] + [n for n, _ in sources], rt, caption="Rejections by reason")))
     else:
         blocks.append(p("No file was rejected."))
-    if not isinstance(ing.get("external"), dict):
+    if len(sources) == 1:
         blocks.append(missing("No external set was ingested."))
     blocks.append(p("The names of rejected files are listed in reports/ingest.json and not reproduced here, "
                     "because file names can carry patient identifiers."))
@@ -587,7 +586,8 @@ def _split_stats(inp: ReportInputs) -> dict[str, dict]:
     """split.json per split (accepts {"splits": {...}} or the splits at the top level)."""
     s = inp.split or {}
     block = s.get("splits") if isinstance(s.get("splits"), dict) else s
-    return {k: block[k] for k in ("train", "val", "test", "external") if isinstance(block.get(k), dict)}
+    keys = ["train", "val", "test"] + [k for k in block if str(k).startswith("external/")]
+    return {k: block[k] for k in keys if isinstance(block.get(k), dict)}
 
 
 def _split_rows(inp: ReportInputs) -> list[dict[str, Any]]:
@@ -609,15 +609,17 @@ def _section_flow(inp: ReportInputs) -> list[dict]:
     if ing:
         steps.append(f"Development site: {fnum(ing.get('seen'))} files found → {fnum(ing.get('accepted'))} accepted "
                      f"({fnum(ing.get('rejected'))} rejected, see Ingest).")
-    dev = [r for r in rows if r["split"] != "external"]
+    dev = [r for r in rows if not r["split"].startswith("external")]
     if dev:
         steps.append("Split by patient (no patient in two splits): " + "; ".join(
             f"{r['split']} {fnum(r['patients'])} patients / {fnum(r['images'])} images" for r in dev) + ".")
-    ext = [r for r in rows if r["split"] == "external"]
-    if isinstance(ing.get("external"), dict):
-        e = ing["external"]
-        steps.append(f"External site: {fnum(e.get('seen'))} files found → {fnum(e.get('accepted'))} accepted"
-                     + (f" → {fnum(ext[0]['patients'])} patients / {fnum(ext[0]['images'])} images, never trained on." if ext else "."))
+    ext = [r for r in rows if r["split"].startswith("external/")]
+    by_split = {r["split"]: r for r in ext}
+    for name, e in ((ing.get("external") or {}).items() if isinstance(ing.get("external"), dict) else []):
+        r = by_split.get(f"external/{name}")
+        steps.append(f"{_split_title(inp, f'external/{name}')}: {fnum(e.get('seen'))} files found → "
+                     f"{fnum(e.get('accepted'))} accepted"
+                     + (f" → {fnum(r['patients'])} patients / {fnum(r['images'])} images, never trained on." if r else "."))
     blocks.append(ul(steps))
     t_rows = [[r["split"], fnum(r["patients"]), fnum(r["images"])] + [fnum(r["labels"].get(c)) for c in classes] for r in rows]
     blocks.append(table(Table(["split", "patients", "images"] + [f"images: {c}" for c in classes], t_rows)))
@@ -707,12 +709,12 @@ def _section_results(inp: ReportInputs) -> list[dict]:
     )]
     for note in ev.get("notes") or []:
         blocks.append(p(f"Note: {note}"))
-    for split in ("test", "external"):
-        blocks.append(h3(f"{split} split"))
+    if not inp.params.data.external:
+        blocks.append(missing("No external results: no external set is configured (data.external is empty)."))
+    for split in _configured_splits(inp):
+        blocks.append(h3(_split_title(inp, split)))
         if split not in (ev.get("splits") or []):
-            why = ("no external set is configured (data.external is null)" if not inp.params.data.external.enabled
-                   else "the external set has no evaluated rows")
-            blocks.append(missing(f"No {split} results: {why}."))
+            blocks.append(missing(f"No results for {split}: it has no evaluated rows."))
             continue
         rows = []
         for path in _paths_present(inp):
@@ -744,8 +746,8 @@ def _section_curves(inp: ReportInputs, figs: dict[str, Figure]) -> list[dict]:
             blocks.append(figure(f))
         else:
             blocks.append(missing(f"The {key} figure could not be drawn (no curve data in evaluation.json)."))
-    if "external" not in _splits_present(inp):
-        blocks.append(missing("External split: not available, so only test curves are shown."))
+    if not any(s.startswith("external/") for s in _splits_present(inp)):
+        blocks.append(missing("No external set evaluated, so only test curves are shown."))
     return blocks
 
 
@@ -786,14 +788,14 @@ def _section_comparisons(inp: ReportInputs) -> list[dict]:
     blocks: list[dict] = [p("Each pair of paths on the same images (paired DeLong test of the AUROC difference, "
                             "A minus B). A 95% interval that includes 0 means the data do not separate the two; "
                             "p-values are not corrected for the three comparisons.")]
-    for split in ("test", "external"):
+    for split in _configured_splits(inp):
         comps = (ev.get("comparisons") or {}).get(split)
         if not comps:
-            blocks.append(missing(f"No paired comparisons for the {split} split."))
+            blocks.append(missing(f"No paired comparisons for {split}."))
             continue
         rows = [[c.get("path_a"), c.get("path_b"), fnum(c.get("n")), fnum(c.get("auroc_a")), fnum(c.get("auroc_b")),
                  fdiff(c.get("difference"), c.get("ci_low"), c.get("ci_high")), fp(c.get("p_value"))] for c in comps]
-        blocks.append(h3(f"{split} split"))
+        blocks.append(h3(_split_title(inp, split)))
         blocks.append(table(Table(["A", "B", "n", "AUROC A", "AUROC B", "difference (95% CI)", "p"], rows)))
     return blocks
 
@@ -808,9 +810,9 @@ def _section_subgroups(inp: ReportInputs) -> list[dict]:
         f"{fnum(st.get('min_subgroup_size'))} images or a single class (its AUROC is unreliable or undefined). "
         "Subgroup results are exploratory."
     )]
-    for split in ("test", "external"):
+    for split in _configured_splits(inp):
         if split not in _splits_present(inp):
-            blocks.append(missing(f"No {split} subgroups: the {split} split was not evaluated."))
+            blocks.append(missing(f"No subgroups for {split}: it was not evaluated."))
             continue
         rows, classes = [], []
         for path in _paths_present(inp):
@@ -823,7 +825,7 @@ def _section_subgroups(inp: ReportInputs) -> list[dict]:
                     "; ".join(g.get("flags") or []) if flag else "",
                 ])
                 classes.append("flagged" if flag else "")
-        blocks.append(h3(f"{split} split"))
+        blocks.append(h3(_split_title(inp, split)))
         if rows:
             blocks.append(table(Table(["path", "attribute", "group", "n", "patients", "positive", "AUROC (95% CI)", "flag"],
                                       rows, row_classes=classes)))
@@ -971,13 +973,16 @@ def _section_gradcam(inp: ReportInputs, figs: dict[str, Figure]) -> list[dict]:
 
 def _section_reproducibility(inp: ReportInputs) -> list[dict]:
     r = inp.repro or {}
-    commit = r.get("commit")
+    rec = r.get("record") or {}
+    git = rec.get("git") or {}
+    commit = git.get("commit")
     lc = ((inp.diagnostics or {}).get("learning_curve") or {})
     lc_seeds = sorted({pt.get("seed") for pt in lc.get("points") or [] if pt.get("seed") is not None})
     rows = [
-        ["git commit", (commit + (" (uncommitted changes present)" if r.get("dirty") else "")) if commit
+        ["git commit", (commit + (" (clean: no uncommitted input)" if git.get("clean")
+                                  else " (uncommitted changes to inputs)")) if commit
          else "not available (not a git checkout)"],
-        ["dvc.lock sha256", r.get("dvc_lock_sha256") or "not available (no dvc.lock: the pipeline was not run by DVC)"],
+        ["dvc.lock sha256", rec.get("dvc_lock_sha256") or "not available (no dvc.lock: the pipeline was not run by DVC)"],
         ["seed (params)", fnum(inp.params.seed)],
         ["seeds of the training runs", ", ".join(f"{k}: {fnum((v.get('model_card') or {}).get('seed'))}"
                                                  for k, v in inp.train_logs.items()) or "n/a"],
@@ -986,10 +991,22 @@ def _section_reproducibility(inp: ReportInputs) -> list[dict]:
         ["Python", str(r.get("python"))],
     ]
     rows += [[f"package {k}", v] for k, v in (r.get("packages") or {}).items()]
+    data_rows = [[str(d.get("name")), str(d.get("dicom_dir")), str(d.get("dicom_dir_md5")), fnum(d.get("n_files")),
+                  str(d.get("labels_csv_md5"))] for d in rec.get("data") or []]
+    if rec.get("reproducible"):
+        verdict = callout(f"Reproducible from this commit: `git checkout {commit}` and `dvc repro` with data of "
+                          "the hashes below rerun every number (CPU runs are deterministic for a given seed and "
+                          "package versions).")
+    else:
+        verdict = missing("Not reproducible from a commit as it stands: " + "; ".join(rec.get("missing") or
+                          ["no reproducibility record"]) + ".")
     blocks = [
+        verdict,
         table(Table(["item", "value"], rows)),
-        p("Rerun: `dvc repro` with these params reproduces every number (CPU runs are deterministic for a given "
-          "seed and package versions). The pseudonym salt is masked below."),
+        h3("Data fingerprints (data/sources.json)"),
+        table(Table(["set", "DICOM folder", "DVC md5", "files", "labels CSV md5"], data_rows)) if data_rows
+        else missing("No data fingerprint recorded (run the sources stage)."),
+        p("The pseudonym salt is masked below."),
         h3("Parameters (validated params.yaml)"),
         pre(yaml.safe_dump(r.get("params") or {}, sort_keys=False, allow_unicode=True).strip()),
     ]
