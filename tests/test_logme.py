@@ -98,3 +98,62 @@ def test_multiclass_absent_class_and_input_checks() -> None:
         logme(f, np.zeros(90, int))
     with pytest.raises(ValueError, match="NaN"):
         logme(np.full((4, 2), np.nan), np.array([0, 1, 0, 1]))
+
+
+# ------------------------------------------------------------------ the transferability stage
+
+
+def test_rank_correlation_needs_three_candidates() -> None:
+    from pipeline.transferability import rank_correlation
+
+    one = rank_correlation({"a": 1.0, "b": 0.5}, {"a": 0.7})
+    assert one["rho"] is None and "known for 1 scored candidate(s) (a)" in one["note"]
+    three = rank_correlation({"a": -0.1, "b": -0.3, "c": -0.2}, {"a": 0.8, "b": 0.6, "c": 0.7, "z": 0.9})
+    assert three["candidates"] == ["a", "b", "c"] and three["rho"] == pytest.approx(1.0)
+    flipped = rank_correlation({"a": -0.1, "b": -0.3, "c": -0.2}, {"a": 0.6, "b": 0.8, "c": 0.7})
+    assert flipped["rho"] == pytest.approx(-1.0)
+
+
+def test_transferability_step_scores_reuses_and_skips(workspace, monkeypatch, tmp_path) -> None:
+    import json
+
+    from conftest import make_processed, repo_params, write_params
+
+    from pipeline import paths
+    from pipeline.errors import StageError
+    from pipeline.steps.transferability import REPORT, run_transferability
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))  # no timm weights here
+    split = ["train"] * 12 + ["val"] * 4 + ["test"] * 4
+    make_processed(workspace, split, size=32)
+    n = len(split)
+    f, _ = _separable(n=n, d=5)
+    workspace.path(paths.FEATURES_DIR).mkdir(parents=True)
+    np.save(workspace.path(paths.FEATURES), f.astype(np.float32))
+    workspace.path(paths.FEATURES_INFO).write_text(json.dumps({
+        "backbone": "efficientnet_lite0", "weights_source": "test", "D": 5,
+        "preprocessing": {"grey_to_rgb": "repeat"}}))
+    workspace.train_log("linear").parent.mkdir(parents=True)
+    workspace.train_log("linear").write_text(json.dumps(
+        {"val_auroc": 0.75, "model_card": {"backbone": "efficientnet_lite0"}}))
+    raw = repo_params()
+    raw["strategies"] = {"candidates": ["efficientnet_lite0", "efficientnet_lite1", "timm/resnet18"]}
+    raw["features"]["batch_size"] = 8
+    raw["train"]["num_threads"] = 1
+    doc = run_transferability(write_params(workspace.root, raw), workspace)
+    assert json.loads(workspace.path(REPORT).read_text())["ranking"] == doc["ranking"]
+    by = {c["name"]: c for c in doc["candidates"]}
+    lite0, lite1, skipped = by["efficientnet_lite0"], by["efficientnet_lite1"], by["timm/resnet18"]
+    # The configured backbone's features are reused (D = 5 of the fake file), not re-embedded.
+    assert lite0["feature_dim"] == 5 and lite0["embed_seconds"] is None
+    assert lite0["features_from"].startswith("data/features/images.npy")
+    assert lite1["status"] == "scored" and lite1["feature_dim"] == 1280 and lite1["embed_seconds"] > 0
+    assert lite1["n_train"] == 12 and np.isfinite(lite1["score"])
+    assert skipped["status"] == "skipped" and "not found" in skipped["reason"]
+    assert [r["name"] for r in doc["ranking"]] == sorted(
+        ["efficientnet_lite0", "efficientnet_lite1"], key=lambda k: -by[k]["score"])
+    corr = doc["correlation_with_val_auroc"]
+    assert corr["rho"] is None and corr["val_auroc"] == {"efficientnet_lite0": 0.75}
+    raw["strategies"] = {"candidates": ["resnet18"]}
+    with pytest.raises(StageError, match="not a registry name"):
+        run_transferability(write_params(workspace.root, raw), workspace)
