@@ -5,9 +5,11 @@
   output shape, parameter count and multiply-adds from ``torchinfo``;
 * :func:`training_plans` -- which groups each path trains and at which rate, from
   :func:`pipeline.training.plan_groups` (the same rule the trainer applies);
-* :func:`group_outputs` -- the module whose output is a group's output (the last one to run whose
-  parameters all lie in the group; for the last backbone group the final feature map ``cam``, the
-  map the pooled features and Grad-CAM see), and :class:`Taps` to record them;
+* :func:`group_outputs` -- the module whose output is a group's output: the last one to run whose
+  parameters all lie in the group, so the value before any parameter-free activation that follows
+  (EfficientNet-Lite: the stem's and head_conv's BatchNorm before ReLU6; a block's output, which
+  ends linear). A clipped map would give activation maximisation no gradient where the unit is
+  off; :class:`Taps` records them;
 * :func:`channel_means` / :func:`select_units` / :func:`top_rows` -- per-image mean activation of
   each channel over a split, the units to show, and the images that activate a unit most;
 * :func:`maximise_unit` -- gradient-ascent activation maximisation of a unit's mean activation
@@ -24,7 +26,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +36,8 @@ from torch import nn
 from pipeline.backbones import ClassifierModel, images_to_tensor
 from pipeline.params import Params
 from pipeline.training import plan_groups
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def _param_group(model: ClassifierModel) -> dict[int, str]:
@@ -67,8 +71,6 @@ def group_outputs(model: ClassifierModel, image_size: int = 32) -> dict[str, nn.
     out: dict[str, nn.Module] = {}
     for m in finished:  # forward order: the last one to finish is the group's output
         out[_group_of(m, owner)] = m  # type: ignore[index]
-    backbone = groups[:-1]
-    out[backbone[-1]] = model.cam
     missing = [g for g in groups if g not in out]
     if missing:
         raise AssertionError(f"no module produces the output of layer groups {missing}")
@@ -95,7 +97,7 @@ def architecture(model: ClassifierModel, image_size: int) -> dict[str, Any]:
             g = _group_of(li.module, owner)
             if g is not None:
                 macs[g] += int(li.macs)
-    groups = []
+    groups: list[dict[str, Any]] = []
     for i, (name, ps) in enumerate(model.layer_groups):
         groups.append({
             "index": i, "name": name,
@@ -152,7 +154,7 @@ class Taps:
         for h in self._hooks:
             h.remove()
 
-    def __enter__(self) -> "Taps":
+    def __enter__(self) -> Taps:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -194,14 +196,14 @@ class Maximised:
     history: list[float]
 
 
-def _frozen(model: ClassifierModel) -> ClassifierModel:
+def frozen(model: M) -> M:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
-def _unit_activation(model: ClassifierModel, module: nn.Module, channel: int, x: torch.Tensor) -> torch.Tensor:
+def unit_activation(model: ClassifierModel, module: nn.Module, channel: int, x: torch.Tensor) -> torch.Tensor:
     with Taps({"u": module}) as taps:
         model(x)
         return taps["u"][:, channel].float().mean(dim=(1, 2))
@@ -219,7 +221,7 @@ def maximise_unit(model: ClassifierModel, module: nn.Module, channel: int, size:
     ``-activation + l2 * mean((x - 0.5)^2)``, the image clamped to [0, 1] after every step and
     blurred with a 3x3 mean every ``blur_every`` steps. Returns the best iterate.
     """
-    model = _frozen(model)
+    model = frozen(model)
     device = _device(model)
     gen = torch.Generator().manual_seed(int(seed))
     x0 = (0.5 + 0.05 * torch.randn(1, 1, size, size, generator=gen)).clamp(0, 1).to(device)
@@ -228,7 +230,7 @@ def maximise_unit(model: ClassifierModel, module: nn.Module, channel: int, size:
     history: list[float] = []
     best, best_x = -np.inf, x0.clone()
     for step in range(steps + 1):
-        act = _unit_activation(model, module, channel, x)[0]
+        act = unit_activation(model, module, channel, x)[0]
         history.append(float(act.detach()))
         if history[-1] > best:
             best, best_x = history[-1], x.detach().clone()
@@ -251,7 +253,7 @@ class _GuidedReLU6(nn.ReLU):
         return F.relu6(x)
 
 
-def _swap_relu6(model: nn.Module) -> nn.Module:
+def _swap_relu6(model: M) -> M:
     for name, child in list(model.named_children()):
         if isinstance(child, nn.ReLU6):
             setattr(model, name, _GuidedReLU6())
@@ -268,7 +270,7 @@ class _UnitForward(nn.Module):
         self.channel = channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _unit_activation(self.model, self.module, self.channel, x)[:, None]
+        return unit_activation(self.model, self.module, self.channel, x)[:, None]
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
@@ -286,7 +288,8 @@ def guided_backprop(model: ClassifierModel, module: nn.Module, channel: int,
     from captum.attr import Deconvolution, GuidedBackprop
 
     name = module_name(model, module)
-    guided = _frozen(_swap_relu6(copy.deepcopy(model)))
+    guided = frozen(_swap_relu6(copy.deepcopy(model)))
+    assert isinstance(guided, ClassifierModel)
     explainer = {"guided_backprop": GuidedBackprop, "deconvolution": Deconvolution}[method]
     x = images_to_tensor(images, _device(guided)).requires_grad_(True)
     with warnings.catch_warnings():

@@ -88,7 +88,7 @@ def plot_units(group: str, units: Sequence[Mapping[str, Any]], path: Path) -> Pa
         for m, model in enumerate(MODELS):
             d = u[model]
             base = m * per
-            for j, (img, act) in enumerate(zip(d["top_images"], d["top_activations"])):
+            for j, (img, act) in enumerate(zip(d["top_images"], d["top_activations"], strict=True)):
                 ax = axes[r, base + j]
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)
                 ax.set_title(f"{act:.2f}", fontsize=6)

@@ -78,7 +78,9 @@ def _log_evidence(alpha: float, beta: float, s: np.ndarray, z: np.ndarray, r0: f
 def _maximise(s: np.ndarray, z: np.ndarray, r0: float, n: int, d: int) -> Evidence:
     alpha, beta = 1.0, 1.0
     tiny = np.finfo(np.float64).tiny
-    for it in range(1, MAX_ITER + 1):
+    it = 0
+    while it < MAX_ITER:
+        it += 1
         mm, res, gamma = _terms(alpha, beta, s, z, r0)
         new_alpha = gamma / max(mm, tiny)
         new_beta = max(n - gamma, tiny) / max(res, tiny)

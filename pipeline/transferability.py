@@ -17,9 +17,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from pipeline.backbones import EFFICIENTNET_LITE, TIMM_PREFIX, TORCHVISION_PREFIX, BackboneError, create_backbone
 from pipeline.errors import StageError
@@ -58,7 +59,7 @@ def check_candidate_name(name: str) -> None:
     )
 
 
-def score_features(name: str, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def score_features(features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """``(LogME score, seconds)`` of one candidate's train features."""
     t0 = time.perf_counter()
     score = logme(features, labels)
@@ -70,9 +71,9 @@ def score_candidate(
     images: np.ndarray,
     labels: np.ndarray,
     num_classes: int,
-    grey_to_rgb: str,
+    grey_to_rgb: Literal["repeat", "sum_stem"],
     batch_size: int,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     num_threads: int = 0,
     reuse: np.ndarray | None = None,
     reuse_from: str | None = None,
@@ -80,7 +81,7 @@ def score_candidate(
     """Embed ``images`` (N, S, S) with candidate ``name`` (or take ``reuse``) and score them."""
     check_candidate_name(name)
     if reuse is not None:
-        score, secs = score_features(name, reuse, labels)
+        score, secs = score_features(reuse, labels)
         return Candidate(name, "scored", score=score, feature_dim=int(reuse.shape[1]),
                          n_train=len(labels), seconds=round(secs, 3), logme_seconds=round(secs, 3),
                          features_from=reuse_from)
@@ -92,7 +93,7 @@ def score_candidate(
     feats, _, info = extract_features(model, images, None, batch_size=batch_size, device=device,
                                       num_threads=num_threads)
     embed_s = time.perf_counter() - t0
-    score, secs = score_features(name, feats, labels)
+    score, secs = score_features(feats, labels)
     return Candidate(name, "scored", score=score, feature_dim=int(feats.shape[1]), n_train=len(labels),
                      seconds=round(embed_s + secs, 3), embed_seconds=round(embed_s, 3),
                      logme_seconds=round(secs, 3), features_from="embedded by this stage",

@@ -59,9 +59,10 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
                          f"{params.backbone.name}; rerun the finetune stage")
     with torch.random.fork_rng(devices=[]):
         before = create_backbone(params.backbone, len(params.data.classes)).to(device)
-    models = {"before": I._frozen(before), "after": I._frozen(after)}
+    models = {"before": I.frozen(before), "after": I.frozen(after)}
     outputs = {m: I.group_outputs(model, size) for m, model in models.items()}
     backbone_groups = [name for name, _ in before.layer_groups][:-1]
+    timing = {"load": time.perf_counter() - start}
 
     fig_dir = workspace.path(FIGURE_DIR)
     filters = {m: _first_filters(model) for m, model in models.items()}
@@ -70,9 +71,11 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
     maps = {m: _feature_maps(model, images[0], {g: outputs[m][g] for g in depth_groups},
                              cfg.feature_map_channels) for m, model in models.items()}
 
+    timing["filters_and_feature_maps"] = time.perf_counter() - start - sum(timing.values())
     unit_groups = backbone_groups[-cfg.last_groups:]
     means = {m: I.channel_means(model, images, {g: outputs[m][g] for g in unit_groups}, cfg.batch_size)
              for m, model in models.items()}
+    timing["train_split_activations"] = time.perf_counter() - start - sum(timing.values())
     units: dict[str, list[dict[str, Any]]] = {}
     for g in unit_groups:
         units[g] = []
@@ -92,13 +95,14 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
                             "mean_activation": float(means[m][g][:, c].mean())}
             units[g].append(entry)
 
+    timing["actmax_and_guided_backprop"] = time.perf_counter() - start - sum(timing.values())
     figures = {
         "filters": workspace.show(figs.plot_filters(filters, fig_dir / "first_layer_filters.png")),
         "feature_maps": workspace.show(figs.plot_feature_maps(images[0], maps, fig_dir / "feature_maps.png")),
         "units": {g: workspace.show(figs.plot_units(g, us, fig_dir / f"units_{g}.png")) for g, us in units.items()},
     }
     drop = {"top_images", "actmax_image", "reconstruction"}
-    doc = {
+    doc: dict[str, Any] = {
         "backbone": before.backbone_name,
         "weights_source": {"before": before.weights_source, "after": str(FINETUNED)},
         "image_size": size,
@@ -120,6 +124,7 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
             "figures": figures["units"],
         },
         "wall_time_s": round(time.perf_counter() - start, 1),
+        "timing_s": {k: round(v, 1) for k, v in timing.items()},
     }
     write_json(workspace.path(REPORT), doc)
     log.info("introspection of %s: %d groups, units of %s; %.1f s", doc["backbone"],

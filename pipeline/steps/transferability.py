@@ -69,8 +69,8 @@ def run_transferability(params: Params, workspace: Workspace) -> dict[str, Any]:
         log.info("%s: %s", name, f"LogME {cand.score:.4f} (D={cand.feature_dim}, {cand.seconds:.1f} s)"
                  if cand.status == "scored" else f"skipped: {cand.reason}")
         results.append(cand)
-    scores = {c.name: float(c.score) for c in results if c.status == "scored"}
-    doc = {
+    scores = {c.name: float(c.score) for c in results if c.score is not None}
+    doc: dict[str, Any] = {
         "method": "LogME (You et al., ICML 2021): mean over one-hot classes of the maximised "
                   "log evidence per sample of Bayesian linear regression on frozen features",
         "split": "train",
