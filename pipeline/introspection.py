@@ -12,7 +12,7 @@
   off; :class:`Taps` records them;
 * :func:`channel_means` / :func:`select_units` / :func:`top_rows` -- per-image mean activation of
   each channel over a split, the units to show, and the images that activate a unit most;
-* :func:`maximise_unit` -- gradient-ascent activation maximisation of a unit's mean activation
+* :func:`maximise_units` -- gradient-ascent activation maximisation of a unit's mean activation
   from a fixed-seed grey image, with an L2 pull to mid-grey and a periodic 3x3 blur;
 * :func:`guided_backprop` -- captum's ``GuidedBackprop`` of a unit's mean activation (ReLU6
   modules, which captum does not recognise, are swapped for an ``nn.ReLU`` subclass computing
@@ -203,47 +203,68 @@ def frozen(model: M) -> M:
     return model
 
 
-def unit_activation(model: ClassifierModel, module: nn.Module, channel: int, x: torch.Tensor) -> torch.Tensor:
+def unit_activation(model: ClassifierModel, module: nn.Module, channel: int | Sequence[int],
+                    x: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` mean activation of ``channel`` in ``module``'s output; a sequence of B channels
+    gives image i the activation of channel i (one batch for several units)."""
     with Taps({"u": module}) as taps:
         model(x)
-        return taps["u"][:, channel].float().mean(dim=(1, 2))
+        out = taps["u"]
+    if isinstance(channel, int):
+        return out[:, channel].float().mean(dim=(1, 2))
+    idx = torch.as_tensor(list(channel), device=out.device)
+    return out[torch.arange(len(idx), device=out.device), idx].float().mean(dim=(1, 2))
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def maximise_unit(model: ClassifierModel, module: nn.Module, channel: int, size: int, steps: int,
-                  lr: float, l2: float, blur_every: int, seed: int) -> Maximised:
-    """Gradient ascent on the input to raise ``channel``'s mean activation in ``module``'s output.
+def maximise_units(model: ClassifierModel, module: nn.Module, channels: Sequence[int], size: int,
+                   steps: int, lr: float, l2: float, blur_every: int, seeds: Sequence[int]) -> list[Maximised]:
+    """Gradient ascent on the input to raise each channel's mean activation in ``module``'s output.
 
-    Starts from mid-grey plus N(0, 0.05) noise drawn from ``seed``; Adam on
-    ``-activation + l2 * mean((x - 0.5)^2)``, the image clamped to [0, 1] after every step and
-    blurred with a 3x3 mean every ``blur_every`` steps. Returns the best iterate.
+    Image i starts from mid-grey plus N(0, 0.05) noise drawn from ``seeds[i]``; Adam on
+    ``-activation_i + l2 * mean((x_i - 0.5)^2)``, each image clamped to [0, 1] after every step and
+    blurred with a 3x3 mean every ``blur_every`` steps; the best iterate of each is returned. The
+    units run as one batch: in eval mode the images do not interact and Adam is elementwise, so
+    each result is that of a run of its own.
     """
+    if len(channels) != len(seeds):
+        raise ValueError("one seed per channel")
     model = frozen(model)
     device = _device(model)
-    gen = torch.Generator().manual_seed(int(seed))
-    x0 = (0.5 + 0.05 * torch.randn(1, 1, size, size, generator=gen)).clamp(0, 1).to(device)
+    x0 = torch.cat([(0.5 + 0.05 * torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(int(s))))
+                    for s in seeds]).clamp(0, 1).to(device)
     x = x0.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
-    history: list[float] = []
-    best, best_x = -np.inf, x0.clone()
+    history: list[np.ndarray] = []
+    best = np.full(len(channels), -np.inf)
+    best_x = x0.clone()
     for step in range(steps + 1):
-        act = unit_activation(model, module, channel, x)[0]
-        history.append(float(act.detach()))
-        if history[-1] > best:
-            best, best_x = history[-1], x.detach().clone()
+        act = unit_activation(model, module, channels, x)
+        history.append(act.detach().cpu().numpy().astype(np.float64))
+        better = history[-1] > best
+        best = np.where(better, history[-1], best)
+        best_x[torch.as_tensor(better, device=device)] = x.detach()[torch.as_tensor(better, device=device)]
         if step == steps:
             break
         opt.zero_grad()
-        (-act + l2 * ((x - 0.5) ** 2).mean()).backward()
+        (-act.sum() + l2 * ((x - 0.5) ** 2).mean(dim=(1, 2, 3)).sum()).backward()
         opt.step()
         with torch.no_grad():
             if blur_every and (step + 1) % blur_every == 0:
                 x.copy_(_blur(x))
             x.clamp_(0, 1)
-    return Maximised(best_x[0, 0].cpu().numpy().astype(np.float32), history[0], best, history)
+    hist = np.stack(history, axis=1)
+    return [Maximised(best_x[i, 0].cpu().numpy().astype(np.float32), float(hist[i, 0]), float(best[i]),
+                      [float(v) for v in hist[i]]) for i in range(len(channels))]
+
+
+def maximise_unit(model: ClassifierModel, module: nn.Module, channel: int, size: int, steps: int,
+                  lr: float, l2: float, blur_every: int, seed: int) -> Maximised:
+    """:func:`maximise_units` for one channel."""
+    return maximise_units(model, module, [channel], size, steps, lr, l2, blur_every, [seed])[0]
 
 
 class _GuidedReLU6(nn.ReLU):

@@ -91,12 +91,13 @@ def plot_units(group: str, units: Sequence[Mapping[str, Any]], path: Path) -> Pa
             for j, (img, act) in enumerate(zip(d["top_images"], d["top_activations"], strict=True)):
                 ax = axes[r, base + j]
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{act:.2f}", fontsize=6)
+                head = f"{TITLES[model]}\n" if r == 0 and j == 0 else ""
+                ax.set_title(f"{head}{act:.2f}", fontsize=6, loc="left" if head else "center")
             axes[r, base + k].imshow(d["actmax_image"], cmap="gray", vmin=0, vmax=1)
             axes[r, base + k].set_title(f"max {d['actmax_start']:.1f}->{d['actmax_final']:.1f}", fontsize=6)
             axes[r, base + k + 1].imshow(_norm(np.abs(d["reconstruction"])), cmap="magma")
             axes[r, base + k + 1].set_title("guided BP", fontsize=6)
-            axes[r, base].set_ylabel(f"ch {u['channel']}\n{TITLES[model]}", fontsize=7)
+        axes[r, 0].set_ylabel(f"ch {u['channel']}", fontsize=7)
         for ax in axes[r]:
             _off(ax)
     fig.suptitle(f"{group}: top-{k} training radiographs (mean activation), activation maximisation, "

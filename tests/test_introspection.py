@@ -79,6 +79,12 @@ def test_activation_maximisation_raises_the_unit_over_its_start(model) -> None:
         # The reported value is the unit's activation on the returned image.
         x = torch.from_numpy(mx.image)[None, None]
         assert float(I.unit_activation(model, outs[group], channel, x)[0]) == pytest.approx(mx.final, rel=1e-4)
+    # Several units in one batch give each the result of its own run.
+    both = I.maximise_units(model, outs["head_conv"], [100, 7], SIZE, steps=8, lr=0.05, l2=0.01,
+                            blur_every=4, seeds=[0, 5])
+    alone = I.maximise_unit(model, outs["head_conv"], 7, SIZE, steps=8, lr=0.05, l2=0.01, blur_every=4, seed=5)
+    assert both[0].history == pytest.approx(mx.history, rel=1e-3, abs=1e-3)
+    assert both[1].history == pytest.approx(alone.history, rel=1e-3, abs=1e-3)
     again = I.maximise_unit(model, outs["head_conv"], 100, SIZE, steps=8, lr=0.05, l2=0.01, blur_every=4, seed=0)
     assert again.history == mx.history  # fixed seed: reproducible
 

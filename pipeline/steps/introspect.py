@@ -16,6 +16,7 @@ from pipeline.backbones import ClassifierModel, create_backbone, images_to_tenso
 from pipeline.common import get_logger, seed_everything, write_json
 from pipeline.dataset import load_dataset
 from pipeline.errors import StageError
+from pipeline.features import prepare_frozen
 from pipeline.params import Params
 from pipeline.training import load_trained
 from pipeline.workspace import Workspace
@@ -59,7 +60,8 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
                          f"{params.backbone.name}; rerun the finetune stage")
     with torch.random.fork_rng(devices=[]):
         before = create_backbone(params.backbone, len(params.data.classes)).to(device)
-    models = {"before": I.frozen(before), "after": I.frozen(after)}
+    # Eval mode, no weight gradients, NHWC: as every frozen embedding (pipeline.features).
+    models = {"before": prepare_frozen(before, device), "after": prepare_frozen(after, device)}
     outputs = {m: I.group_outputs(model, size) for m, model in models.items()}
     backbone_groups = [name for name, _ in before.layer_groups][:-1]
     timing = {"load": time.perf_counter() - start}
@@ -79,15 +81,18 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
     units: dict[str, list[dict[str, Any]]] = {}
     for g in unit_groups:
         units[g] = []
-        for c in I.select_units(means["before"][g], cfg.units_per_group):
+        chosen = I.select_units(means["before"][g], cfg.units_per_group)
+        seeds = [params.seed + c for c in chosen]
+        maxed = {m: I.maximise_units(model, outputs[m][g], chosen, size, cfg.steps, cfg.lr, cfg.l2,
+                                     cfg.blur_every, seeds) for m, model in models.items()}
+        for i, c in enumerate(chosen):
             positions = np.argsort(-means["before"][g][:, c], kind="stable")
             shown_image = images[positions[:1]]  # both models explain the same radiograph
             entry: dict[str, Any] = {"group": g, "channel": c}
             for m, model in models.items():
                 rows, acts = I.top_rows(means[m][g], train, c, cfg.top_k)
                 pos = np.searchsorted(train, rows)
-                mx = I.maximise_unit(model, outputs[m][g], c, size, cfg.steps, cfg.lr, cfg.l2,
-                                     cfg.blur_every, seed=params.seed + c)
+                mx = maxed[m][i]
                 recon = I.guided_backprop(model, outputs[m][g], c, shown_image)[0]
                 entry[m] = {"top_rows": rows, "top_activations": acts, "top_images": images[pos],
                             "actmax_start": mx.start, "actmax_final": mx.final, "actmax_image": mx.image,
