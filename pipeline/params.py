@@ -259,6 +259,38 @@ class Report(_Section):
     gradcam_per_outcome: int = Field(default=2, ge=0, le=10)
 
 
+class Strategies(_Section):
+    # Backbones the transferability stage scores by LogME on frozen train features (registry
+    # names, see pipeline.backbones); one without local weights is skipped with its reason.
+    candidates: list[str] = Field(
+        default_factory=lambda: ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "Strategies":
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"candidates must be distinct, got {self.candidates}")
+        return self
+
+
+class Introspect(_Section):
+    # The last n backbone layer groups whose units (channels) are shown.
+    last_groups: int = Field(default=2, ge=1, le=8)
+    units_per_group: int = Field(default=3, ge=1, le=16)
+    # Training radiographs shown per unit (highest mean activation over the train split).
+    top_k: int = Field(default=4, ge=1, le=16)
+    # Gradient-ascent activation maximisation: Adam steps, rate, and the regularisers.
+    steps: int = Field(default=40, ge=1, le=1000)
+    lr: float = Field(default=0.05, gt=0, le=1)
+    l2: float = Field(default=0.01, ge=0)
+    blur_every: int = Field(default=4, ge=0)
+    # Layer groups whose feature maps are drawn (evenly spaced, stem to top) and channels each.
+    feature_map_depths: int = Field(default=4, ge=1, le=12)
+    feature_map_channels: int = Field(default=6, ge=1, le=32)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+
+
 class Params(_Section):
     seed: int = Field(ge=0)
     data: Data
@@ -274,6 +306,8 @@ class Params(_Section):
     evaluate: Evaluate
     diagnose: Diagnose
     report: Report
+    strategies: Strategies = Field(default_factory=Strategies)
+    introspect: Introspect = Field(default_factory=Introspect)
 
 
 def _format_error(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
