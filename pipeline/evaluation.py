@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline import paths
 from pipeline.params import Params
 from pipeline.errors import StageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ALPHA = 0.05
 EXTERNAL_PREFIX = "external/"  # evaluated split keys: "test", "external/<set name>"
 VALID_SPLITS = ("train", "val", "test", "external")
@@ -30,33 +31,58 @@ SEXES = ("M", "F", "O", "U")
 
 # Flat keys of reports/metrics.json, in order (README documents them).
 FLAT_KEYS = (
-    "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_boot_ci_low", "auroc_boot_ci_high",
-    "average_precision", "sensitivity", "specificity", "ppv", "npv", "balanced_accuracy",
-    "brier", "ece", "threshold", "n", "n_positive",
+    "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_image_ci_low", "auroc_image_ci_high",
+    "auroc_boot_ci_low", "auroc_boot_ci_high", "auroc_patient_weighted",
+    "average_precision", "sensitivity", "specificity", "ppv", "npv", "prevalence",
+    "balanced_accuracy", "brier", "ece", "threshold", "n", "n_patients", "n_positive",
 )
+AUROC_METHOD = "clustered DeLong (Obuchowski 1997), patients as clusters"
+COMPARISON_METHOD = "paired clustered DeLong (Obuchowski 1997), patients as clusters"
 
 DEFINITIONS = {
     "auroc": "Area under the ROC curve of P(positive class); for more than 2 classes the macro "
     "average of one-vs-rest AUROCs.",
-    "auroc_ci": "DeLong 95% interval: AUROC ± 1.96·SE, SE from DeLong's structural components "
-    "(Sun & Xu 2014 fast algorithm), clipped to [0, 1]; for the macro AUROC the covariance of the "
-    "one-vs-rest AUROCs comes from the same per-image placement values.",
+    "unit_of_uncertainty": "The patient. Images of one patient are correlated, so every interval "
+    "and test treats the patient, not the image, as the independent unit: AUROC intervals and "
+    "paired comparisons by the clustered DeLong method (Obuchowski 1997, Biometrics 53:567-578), "
+    "proportions by design-effect-adjusted Wilson intervals, and a patient bootstrap as a "
+    "cross-check. Image-level DeLong intervals are kept for reference only (auroc_image).",
+    "auroc_ci": "Patient-level 95% interval: AUROC ± 1.96·SE, SE from Obuchowski's clustered "
+    "DeLong variance (per-image placement values summed per patient), clipped to [0, 1]; with "
+    "one image per patient it equals DeLong's. For the macro AUROC the one-vs-rest AUROCs' Hajek "
+    "projections are summed per patient.",
+    "auroc_image_ci": "Image-level DeLong 95% interval (Sun & Xu 2014 fast algorithm), treating "
+    "images as independent: too narrow when patients have several images; for reference only.",
+    "auroc_patient_weighted": "AUROC with each image weighted 1 / (images of its patient), so each "
+    "patient counts once in total (scikit-learn roc_auc_score sample_weight); macro one-vs-rest "
+    "for more than 2 classes. A point estimate; its interval is auroc_ci's.",
     "auroc_boot_ci": "Percentile 95% interval over bootstrap resamples of PATIENTS (all images of "
     "a drawn patient kept); resamples with a single class are skipped and counted.",
     "operating_point": "Threshold fixed on the validation split only (Youden's J = sensitivity + "
     "specificity - 1 maximised, or the highest threshold whose validation sensitivity reaches the "
     "target); a case is positive when P(positive) >= threshold.",
-    "wilson": "Sensitivity, specificity, PPV, NPV and accuracy carry Wilson score 95% intervals "
-    "(no continuity correction).",
+    "wilson": "Sensitivity, specificity, PPV, NPV and accuracy carry patient-level Wilson 95% "
+    "intervals: the proportion over images with a cluster-robust (ratio-estimator) variance "
+    "sum_i (k_i - p n_i)^2 / n^2 over patients, whose ratio to p(1-p)/n (the design effect, "
+    "floored at 1) divides the sample size given to Wilson's formula (Korn & Graubard 1998). "
+    "With one image per patient it is the plain Wilson interval.",
+    "predictive_values": "PPV and NPV depend on the prevalence: each block names the one it "
+    "assumes. By default the split's own (positive images / images); with evaluate.prevalence set "
+    "they are recomputed by Bayes from sensitivity and specificity, the interval running from the "
+    "values at both lower to both upper bounds (at least 90% coverage; the sample's values stay "
+    "as ppv_sample / npv_sample).",
     "brier": "Mean squared difference between P(positive) and the 0/1 outcome (multi-class "
     "without a positive class: sum over classes).",
     "ece": "Expected calibration error: over equal-width probability bins, the image-weighted "
     "mean of |mean predicted probability - observed fraction positive|; multi-class without a "
     "positive class uses the top-label confidence and correctness.",
-    "paired_delong": "AUROC difference of two paths on the same images; variance var_a + var_b - "
-    "2 cov_ab from DeLong's covariance; two-sided z-test p-value.",
+    "paired_comparison": "AUROC difference of two paths on the same images (patient-level, "
+    "paired): variance var_a + var_b - 2 cov_ab from Obuchowski's clustered DeLong covariance; "
+    "two-sided z-test p-value; a paired patient bootstrap percentile interval as a cross-check. "
+    "Verdict 'a higher' / 'b higher' only when the interval excludes 0, else 'not separated'.",
     "subgroup_flag": "A subgroup is flagged (never dropped) when it has fewer than "
-    "min_subgroup_size images or lacks a class; AUROC is null when a class is missing.",
+    "min_subgroup_size images, fewer than min_subgroup_patients patients, or lacks a class; "
+    "AUROC is null when a class is missing.",
 }
 
 
@@ -171,8 +197,17 @@ class _Task:
         y = df["label"].map(self.lookup).to_numpy(dtype=np.int64)
         return y, df[self.prob_cols].to_numpy(dtype=np.float64)
 
-    def headline(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-        return M.headline_auc_ci(y, probs, self.pos if self.pos is not None else 1, ALPHA)
+    @property
+    def head_index(self) -> int:
+        return self.pos if self.pos is not None else 1
+
+    def headline(self, y: np.ndarray, probs: np.ndarray, patients: np.ndarray) -> dict[str, float]:
+        """Headline AUROC with its patient-level interval."""
+        return CL.headline_auc(y, probs, self.head_index, patients, ALPHA)
+
+    def headline_image(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """Headline AUROC with the image-level DeLong interval (reference only)."""
+        return M.headline_auc_ci(y, probs, self.head_index, ALPHA)
 
 
 def _operating_point(task: _Task, val: pd.DataFrame, params: Params) -> dict[str, Any] | None:
@@ -198,7 +233,7 @@ def _operating_point(task: _Task, val: pd.DataFrame, params: Params) -> dict[str
         return block
     thr = M.choose_threshold(yb, s, ev.operating_point, ev.target_sensitivity)
     block["threshold"] = thr
-    block["val"] = M.binary_metrics_at(yb, s, thr, ALPHA)
+    block["val"] = CL.binary_metrics_at(yb, s, thr, val["patient"].to_numpy(), ALPHA, ev.prevalence)
     return block
 
 
@@ -208,7 +243,8 @@ def _split_block(
     ev = params.evaluate
     y, probs = task.arrays(df)
     patients = df["patient"].to_numpy()
-    head = task.headline(y, probs)
+    head = task.headline(y, probs, patients)
+    image = task.headline_image(y, probs)
     boot_score = probs[:, task.pos] if task.k == 2 else probs
     boot_y = (y == task.pos) if task.k == 2 else y
     boot = M.bootstrap_auc_ci(boot_y, boot_score, patients, ev.bootstrap_samples, params.seed, ALPHA)
@@ -219,9 +255,14 @@ def _split_block(
         "n_positive": int((y == task.pos).sum()) if task.binary else None,
         "auroc": {
             "value": head["auc"], "ci_low": head["ci_low"], "ci_high": head["ci_high"],
-            "se": float(np.sqrt(head["var"])) if np.isfinite(head["var"]) else float("nan"),
-            "method": "delong",
+            "se": _se(head["var"]), "method": AUROC_METHOD, "unit": "patient",
         },
+        "auroc_image": {
+            "value": image["auc"], "ci_low": image["ci_low"], "ci_high": image["ci_high"],
+            "se": _se(image["var"]), "method": "DeLong (images independent)", "unit": "image",
+        },
+        "auroc_patient_weighted": CL.patient_weighted_headline(y, probs, task.head_index, patients)
+        if np.isfinite(head["auc"]) else float("nan"),
         "auroc_bootstrap": {
             "value": boot["auc"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
             "unit": "patient", "n_groups": boot["n_groups"],
@@ -232,12 +273,11 @@ def _split_block(
         "at_threshold": None,
     }
     if task.k > 2:
-        ovr = M.ovr_auc_ci(y, probs, ALPHA)
+        ovr = CL.clustered_ovr_macro(y, probs, patients, ALPHA)
         out["per_class"] = {
             c: {
-                "n_positive": r["n_positive"], "auroc": r["auc"], "ci_low": r["ci_low"],
-                "ci_high": r["ci_high"],
-                "se": float(np.sqrt(r["var"])) if np.isfinite(r["var"]) else float("nan"),
+                "n_positive": int((y == i).sum()), "auroc": r["auc"], "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"], "se": _se(r["var"]), "unit": "patient",
                 "average_precision": M.average_precision(y == i, probs[:, i]),
             }
             for i, (c, r) in enumerate(zip(task.classes, ovr["per_class"]))
@@ -249,7 +289,7 @@ def _split_block(
         if task.k == 2:
             out["average_precision"] = M.average_precision(yb, s)
         if threshold is not None:
-            out["at_threshold"] = M.binary_metrics_at(yb, s, threshold, ALPHA)
+            out["at_threshold"] = CL.binary_metrics_at(yb, s, threshold, patients, ALPHA, ev.prevalence)
         out["calibration"] = M.calibration(yb, s, ev.calibration_bins)
         roc = [{"class": task.positive_class, **M.roc_points(yb, s)}]
         pr = [{"class": task.positive_class, **M.pr_points(yb, s)}]
@@ -263,13 +303,28 @@ def _split_block(
         "age_band": M.age_band_labels(df["age"].to_numpy(dtype=np.float64), ev.age_bands),
         "view": df["view"].to_numpy(dtype=object),
     }
-    out["subgroups"] = M.subgroup_table(
-        y, probs, attributes, patients, task.classes, task.pos, ev.min_subgroup_size, ALPHA
+    out["subgroups"] = CL.subgroup_table(
+        y, probs, attributes, patients, task.classes, task.pos, ev.min_subgroup_size,
+        ev.min_subgroup_patients, ALPHA,
     )
     return out
 
 
-def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str) -> list[dict]:
+def separation(ci_low: float, ci_high: float, a: str = "a", b: str = "b") -> str:
+    """``"<a> higher"`` / ``"<b> higher"`` when the interval of (a - b) excludes 0, else
+    ``"not separated"`` (``"undefined"`` without an interval)."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return "undefined"
+    if ci_low > 0:
+        return f"{a} higher"
+    if ci_high < 0:
+        return f"{b} higher"
+    return "not separated"
+
+
+def _comparisons(
+    task: _Task, joined: Mapping[str, pd.DataFrame], split: str, params: Params
+) -> list[dict]:
     rows = []
     for a, b in itertools.combinations(list(joined), 2):
         da = split_rows(joined[a], split)
@@ -279,19 +334,31 @@ def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str) ->
             continue
         y, pa = task.arrays(both)
         pb = both[[f"{c}_b" for c in task.prob_cols]].to_numpy(dtype=np.float64)
+        patients = both["patient"].to_numpy()
+        diff, lo, hi, p = CL.headline_paired_test(y, pa, pb, task.head_index, patients, ALPHA)
+        row = {
+            "path_a": a, "path_b": b, "n": int(len(both)),
+            "n_patients": int(len(np.unique(patients.astype(str)))),
+            "auroc_a": task.headline_image(y, pa)["auc"],
+            "auroc_b": task.headline_image(y, pb)["auc"],
+            "difference": diff, "ci_low": lo, "ci_high": hi, "p_value": p,
+            "method": COMPARISON_METHOD, "unit": "patient",
+            "verdict": separation(lo, hi, a, b),
+            "bootstrap": None,
+        }
         if task.k == 2:
-            diff, lo, hi, p = M.delong_paired_test(y == task.pos, pa[:, task.pos], pb[:, task.pos], ALPHA)
-        else:
-            diff, lo, hi, p = M.ovr_paired_test(y, pa, pb, ALPHA)
-        rows.append(
-            {
-                "path_a": a, "path_b": b, "n": int(len(both)),
-                "auroc_a": task.headline(y, pa)["auc"], "auroc_b": task.headline(y, pb)["auc"],
-                "difference": diff, "ci_low": lo, "ci_high": hi, "p_value": p,
-                "method": "paired DeLong",
-            }
-        )
+            boot = CL.paired_bootstrap_difference(
+                y == task.head_index, pa[:, task.head_index], pb[:, task.head_index], patients,
+                params.evaluate.bootstrap_samples, params.seed, ALPHA,
+            )
+            row["bootstrap"] = {"ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+                                "n_boot": boot["n_boot"], "unit": "patient", "seed": boot["seed"]}
+        rows.append(row)
     return rows
+
+
+def _se(var: float) -> float:
+    return float(np.sqrt(var)) if np.isfinite(var) else float("nan")
 
 
 def _flat(task: _Task, block: dict[str, Any]) -> dict[str, Any]:
@@ -307,18 +374,23 @@ def _flat(task: _Task, block: dict[str, Any]) -> dict[str, Any]:
         "auroc": block["auroc"]["value"],
         "auroc_ci_low": block["auroc"]["ci_low"],
         "auroc_ci_high": block["auroc"]["ci_high"],
+        "auroc_image_ci_low": block["auroc_image"]["ci_low"],
+        "auroc_image_ci_high": block["auroc_image"]["ci_high"],
         "auroc_boot_ci_low": block["auroc_bootstrap"]["ci_low"],
         "auroc_boot_ci_high": block["auroc_bootstrap"]["ci_high"],
+        "auroc_patient_weighted": block["auroc_patient_weighted"],
         "average_precision": block.get("average_precision"),
         "sensitivity": thr("sensitivity"),
         "specificity": thr("specificity"),
         "ppv": thr("ppv"),
         "npv": thr("npv"),
+        "prevalence": at["prevalence"] if at is not None else None,
         "balanced_accuracy": thr("balanced_accuracy"),
         "brier": block["calibration"]["brier"],
         "ece": block["calibration"]["ece"],
         "threshold": at["threshold"] if at is not None else None,
         "n": block["n"],
+        "n_patients": block["n_patients"],
         "n_positive": block["n_positive"],
     }
     if block["per_class"]:
@@ -410,6 +482,8 @@ def evaluate_predictions(
             "calibration_bins": ev.calibration_bins,
             "bootstrap_samples": ev.bootstrap_samples,
             "min_subgroup_size": ev.min_subgroup_size,
+            "min_subgroup_patients": ev.min_subgroup_patients,
+            "prevalence": ev.prevalence,
             "age_bands": list(ev.age_bands),
         },
         "definitions": DEFINITIONS,
@@ -417,7 +491,8 @@ def evaluate_predictions(
         "paths": list(joined),
         "notes": notes,
         "results": results,
-        "comparisons": {s: _comparisons(task, joined, s) for s in splits},
+        "unit_of_uncertainty": "patient",
+        "comparisons": {s: _comparisons(task, joined, s, params) for s in splits},
     }
     return flat, evaluation
 
