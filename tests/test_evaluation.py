@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline.common import write_json
 from pipeline.evaluation import FLAT_KEYS, EvaluationError, evaluate_predictions
@@ -142,7 +143,49 @@ def test_evaluation_document(binary_result, tmp_path):
     assert cmp["difference"] == pytest.approx(cmp["auroc_a"] - cmp["auroc_b"])
     assert cmp["p_value"] < 0.05  # linear (signal 1.5) vs scratch (0.3)
     out = write_json(tmp_path / "e.json", ev)  # serialisable, NaN-free
-    assert json.loads(out.read_text())["schema_version"] == 1
+    assert json.loads(out.read_text())["schema_version"] == 2
+    assert cmp["unit"] == "patient" and "Obuchowski" in cmp["method"]
+    assert cmp["verdict"] == "linear higher" and cmp["n_patients"] == blk["n_patients"]
+    assert cmp["bootstrap"]["ci_low"] > 0 and cmp["bootstrap"]["unit"] == "patient"
+    assert ev["unit_of_uncertainty"] == "patient" and "Obuchowski" in ev["definitions"]["auroc_ci"]
+
+
+def test_intervals_are_patient_level_and_image_level_is_kept_for_reference(binary_result):
+    manifest, preds, params, metrics, ev = binary_result
+    df = preds["finetune"].merge(manifest[["row", "patient"]], on="row")
+    test = df[df["split"] == "test"]
+    y, s, pat = (test["label"] == "abnormal").to_numpy(), test["prob_abnormal"].to_numpy(), test["patient"].to_numpy()
+    auc, lo, hi, _ = CL.clustered_auc_ci(y, s, pat)
+    _, ilo, ihi, _ = M.delong_auc_ci(y, s)
+    m = metrics["finetune"]["test"]
+    assert (m["auroc"], m["auroc_ci_low"], m["auroc_ci_high"]) == pytest.approx((auc, lo, hi))
+    assert (m["auroc_image_ci_low"], m["auroc_image_ci_high"]) == pytest.approx((ilo, ihi))
+    assert m["auroc_patient_weighted"] == pytest.approx(CL.patient_weighted_auc(y, s, pat))
+    assert m["n_patients"] == len(set(pat)) < m["n"]
+    blk = ev["results"]["finetune"]["splits"]["test"]
+    assert blk["auroc"]["unit"] == "patient" and blk["auroc_image"]["unit"] == "image"
+    sens = blk["at_threshold"]["sensitivity"]
+    assert sens["n_patients"] == len(set(pat[y])) and sens["design_effect"] >= 1
+    assert m["prevalence"] == pytest.approx(y.mean())
+    assert blk["at_threshold"]["ppv"]["prevalence_source"] == "sample"
+
+
+def test_prevalence_setting_recomputes_ppv_npv_by_bayes():
+    manifest, preds = _make(seed=5)
+    params = validate_params(_params(prevalence=0.1))
+    metrics, ev = evaluate_predictions(preds, manifest, params)
+    m = metrics["finetune"]["test"]
+    sens, spec = m["sensitivity"], m["specificity"]
+    assert m["prevalence"] == 0.1
+    assert m["ppv"] == pytest.approx(0.1 * sens / (0.1 * sens + 0.9 * (1 - spec)))
+    assert m["npv"] == pytest.approx(0.9 * spec / (0.9 * spec + 0.1 * (1 - sens)))
+    at = ev["results"]["finetune"]["splits"]["test"]["at_threshold"]
+    assert at["ppv"]["prevalence_source"] == "evaluate.prevalence"
+    c = at["confusion"]
+    assert at["ppv_sample"]["prevalence"] == pytest.approx((c["tp"] + c["fn"]) / at["n"])
+    assert at["ppv_sample"]["value"] == pytest.approx(c["tp"] / (c["tp"] + c["fp"]))
+    assert at["ppv_sample"]["prevalence_source"] == "sample"
+    assert ev["settings"]["prevalence"] == 0.1
 
 
 def test_sensitivity_operating_point():
