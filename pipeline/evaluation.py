@@ -36,6 +36,7 @@ FLAT_KEYS = (
     "average_precision", "sensitivity", "specificity", "ppv", "npv", "prevalence",
     "balanced_accuracy", "brier", "ece", "threshold", "n", "n_patients", "n_positive",
 )
+DOMINANT_PATIENT_SHARE = 0.10  # a patient holding more of a split's images is noted
 AUROC_METHOD = "clustered DeLong (Obuchowski 1997), patients as clusters"
 COMPARISON_METHOD = "paired clustered DeLong (Obuchowski 1997), patients as clusters"
 
@@ -79,7 +80,10 @@ DEFINITIONS = {
     "paired_comparison": "AUROC difference of two paths on the same images (patient-level, "
     "paired): variance var_a + var_b - 2 cov_ab from Obuchowski's clustered DeLong covariance; "
     "two-sided z-test p-value; a paired patient bootstrap percentile interval as a cross-check. "
-    "Verdict 'a higher' / 'b higher' only when the interval excludes 0, else 'not separated'.",
+    "Verdict 'a higher' / 'b higher' only when the clustered DeLong interval excludes 0, else "
+    "'not separated'; a note flags a bootstrap interval that disagrees.",
+    "largest_patient_share": "The fraction of a split's images belonging to its patient with the "
+    "most images; above 10% it is noted, since the image-level AUROC then leans on that patient.",
     "subgroup_flag": "A subgroup is flagged (never dropped) when it has fewer than "
     "min_subgroup_size images, fewer than min_subgroup_patients patients, or lacks a class; "
     "AUROC is null when a class is missing.",
@@ -251,6 +255,7 @@ def _split_block(
     out: dict[str, Any] = {
         "n": int(len(df)),
         "n_patients": int(len(np.unique(patients))),
+        "largest_patient_share": _largest_share(patients),
         "class_counts": {c: int((y == i).sum()) for i, c in enumerate(task.classes)},
         "n_positive": int((y == task.pos).sum()) if task.binary else None,
         "auroc": {
@@ -357,6 +362,32 @@ def _comparisons(
     return rows
 
 
+def _largest_share(patients: np.ndarray) -> float:
+    """The fraction of the images that belongs to the patient with the most images."""
+    if len(patients) == 0:
+        return float("nan")
+    _, counts = np.unique(np.asarray(patients).astype(str), return_counts=True)
+    return float(counts.max() / len(patients))
+
+
+def comparison_notes(split: str, rows: list[dict]) -> list[str]:
+    """Notes for comparisons whose paired patient bootstrap disagrees with the clustered DeLong
+    verdict (the Wald interval can be too narrow with few patients or a dominant one)."""
+    notes = []
+    for r in rows:
+        b = r.get("bootstrap")
+        if not b:
+            continue
+        boot = separation(b["ci_low"], b["ci_high"], r["path_a"], r["path_b"])
+        if boot != r["verdict"]:
+            notes.append(
+                f"{split}: {r['path_a']} vs {r['path_b']}: clustered DeLong says '{r['verdict']}', "
+                f"the paired patient bootstrap '{boot}' (95% CI {b['ci_low']:.3f} to "
+                f"{b['ci_high']:.3f}); treat the difference as uncertain"
+            )
+    return notes
+
+
 def _se(var: float) -> float:
     return float(np.sqrt(var)) if np.isfinite(var) else float("nan")
 
@@ -461,6 +492,12 @@ def evaluate_predictions(
         thr = op["threshold"] if op else None
         per_split = {s: _split_block(task, split_rows(df, s), thr, params) for s in splits}
         for s, blk in per_split.items():
+            if name == first and blk["largest_patient_share"] > DOMINANT_PATIENT_SHARE:
+                notes.append(
+                    f"{s}: one patient holds {100 * blk['largest_patient_share']:.0f}% of the "
+                    f"{blk['n']} images ({blk['n_patients']} patients); the image-level AUROC "
+                    "leans on that patient (see auroc_patient_weighted)"
+                )
             if not np.isfinite(blk["auroc"]["value"]):
                 counts = ", ".join(f"{c}: {k}" for c, k in blk["class_counts"].items())
                 notes.append(f"{name}/{s}: AUROC undefined, a class is missing ({counts})")
@@ -469,6 +506,9 @@ def evaluate_predictions(
         results[name] = {"operating_point": op, "splits": per_split}
         flat[name] = {s: _flat(task, b) for s, b in per_split.items()}
 
+    comparisons = {s: _comparisons(task, joined, s, params) for s in splits}
+    for s in splits:
+        notes.extend(comparison_notes(s, comparisons[s]))
     evaluation = {
         "schema_version": SCHEMA_VERSION,
         "classes": task.classes,
@@ -492,7 +532,7 @@ def evaluate_predictions(
         "notes": notes,
         "results": results,
         "unit_of_uncertainty": "patient",
-        "comparisons": {s: _comparisons(task, joined, s, params) for s in splits},
+        "comparisons": comparisons,
     }
     return flat, evaluation
 

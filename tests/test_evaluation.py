@@ -14,7 +14,13 @@ import yaml
 from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline.common import write_json
-from pipeline.evaluation import FLAT_KEYS, EvaluationError, evaluate_predictions
+from pipeline.evaluation import (
+    FLAT_KEYS,
+    EvaluationError,
+    comparison_notes,
+    evaluate_predictions,
+    separation,
+)
 from pipeline.params import REPO_ROOT, validate_params
 
 SIGNAL = {"linear": 1.5, "finetune": 2.5, "scratch": 0.3}
@@ -236,3 +242,24 @@ def test_bad_inputs_are_clear_errors():
     assert ev["splits"] == ["test"] and any("no rows of it" in n for n in ev["notes"])
 
 
+
+
+def test_a_dominant_patient_and_a_disagreeing_bootstrap_are_noted():
+    manifest, preds = _make(seed=6)
+    test_rows = preds["linear"].loc[preds["linear"]["split"] == "test", "row"].to_numpy()
+    manifest.loc[manifest["row"].isin(test_rows[:40]), "patient"] = "dominant"
+    metrics, ev = evaluate_predictions(preds, manifest, validate_params(_params()))
+    blk = ev["results"]["linear"]["splits"]["test"]
+    assert blk["largest_patient_share"] == pytest.approx(40 / blk["n"])
+    assert any(n.startswith("test: one patient holds") for n in ev["notes"])
+    assert not any(n.startswith("external/external: one patient") for n in ev["notes"])
+    rows = [{"path_a": "a", "path_b": "b", "verdict": "a higher",
+             "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}},
+            {"path_a": "a", "path_b": "c", "verdict": "not separated",
+             "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}}]
+    notes = comparison_notes("test", rows)
+    assert len(notes) == 1 and "a vs b" in notes[0] and "'not separated'" in notes[0]
+    assert separation(0.01, 0.2, "a", "b") == "a higher"
+    assert separation(-0.3, -0.01, "a", "b") == "b higher"
+    assert separation(-0.1, 0.1) == "not separated"
+    assert separation(float("nan"), 0.1) == "undefined"
