@@ -28,13 +28,13 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.metrics import (
     UNKNOWN,
-    _WeightedAuc,
     _as_binary,
     _factorize,
     _ovr_tasks,
     _placements,
     _two_sided_p,
     _wald,
+    _WeightedAuc,
     _z,
     wilson_ci,
 )
@@ -471,6 +471,7 @@ def subgroup_table(
             if n_pat < min_patients:
                 flags.append(f"fewer than {min_patients} patients ({n_pat})")
             present = set(np.unique(yg).tolist())
+            n_pos: int | None
             if k == 2:
                 n_pos = int((yg == pos).sum())
                 if n_pos == 0 or n_pos == n:

@@ -471,11 +471,14 @@ def find_comparison(
         if (c.get("path_a"), c.get("path_b")) == (a, b):
             return {k: c.get(k) for k in ("difference", "ci_low", "ci_high", "p_value", "method")}
         if (c.get("path_a"), c.get("path_b")) == (b, a):
-            neg = (lambda x: None if x is None else -x)
-            return {"difference": neg(c.get("difference")), "ci_low": neg(c.get("ci_high")),
-                    "ci_high": neg(c.get("ci_low")), "p_value": c.get("p_value"),
+            return {"difference": _neg(c.get("difference")), "ci_low": _neg(c.get("ci_high")),
+                    "ci_high": _neg(c.get("ci_low")), "p_value": c.get("p_value"),
                     "method": c.get("method")}
     return None
+
+
+def _neg(x: float | None) -> float | None:
+    return None if x is None else -x
 
 
 def ci_claim(ci_low: float | None, ci_high: float | None) -> str:
