@@ -13,7 +13,9 @@ null far too often. Here the patient is the unit of uncertainty:
 - Proportions (sensitivity, specificity, PPV, NPV, accuracy): ratio estimator with a
   cluster-robust variance, turned into a design effect that shrinks the sample size fed to
   Wilson's interval (Korn & Graubard 1998's effective-sample-size Wilson).
-- A paired patient bootstrap of an AUROC difference, as a cross-check of the Wald interval.
+- A paired patient bootstrap of an AUROC difference; verdicts use the envelope of the two
+  patient-level intervals (:func:`paired_comparison`), which stays valid when one patient holds a
+  large share of the images.
 
 Pure functions: numpy arrays in, numbers and plain dicts out; NaN where undefined.
 """
@@ -266,7 +268,8 @@ def paired_bootstrap_difference(
 ) -> dict[str, Any]:
     """Percentile interval of AUROC(s1) - AUROC(s2) over resamples of PATIENTS; both scores see
     the same resampled patients (paired). Resamples with one class are skipped and counted.
-    ``{"difference", "ci_low", "ci_high", "n_boot", "skipped_single_class", "seed"}``."""
+    ``{"difference", "ci_low", "ci_high", "p_value", "n_boot", "skipped_single_class",
+    "seed"}``."""
     y = _as_binary(y)
     codes, n_cl = _codes(clusters, len(y))
     ev1, ev2 = _WeightedAuc(y, np.asarray(s1, float)), _WeightedAuc(y, np.asarray(s2, float))
@@ -279,9 +282,48 @@ def paired_bootstrap_difference(
     point = float((ev1(ones) - ev2(ones))[0])
     lo, hi = (np.percentile(good, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(good)
               else (float("nan"), float("nan")))
-    return {"difference": point, "ci_low": float(lo), "ci_high": float(hi),
+    # Two-sided bootstrap p-value: twice the smaller share of resamples on either side of 0.
+    p = (min(1.0, 2 * min(float((good <= 0).mean()), float((good >= 0).mean()))) if len(good)
+         else float("nan"))
+    return {"difference": point, "ci_low": float(lo), "ci_high": float(hi), "p_value": p,
             "n_boot": int(len(good)), "skipped_single_class": int(n_boot - len(good)),
             "seed": int(seed)}
+
+
+def paired_comparison(
+    y: np.ndarray, s1: np.ndarray, s2: np.ndarray, clusters: np.ndarray,
+    n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The paired patient-level comparison a verdict may rest on: AUROC(s1) - AUROC(s2).
+
+    Two patient-level intervals: the clustered DeLong (Obuchowski) Wald interval, valid when the
+    patients are many and of similar size, and the paired patient bootstrap, which keeps its
+    level when one patient holds a large share of the images (there the Wald interval is too
+    narrow: ~13% rejections at nominal 5% with one patient holding 57% of 116 images). The
+    reported interval is their envelope (lowest lower bound, highest upper bound), which covers
+    whenever either does; the p-value is the larger of the two methods' (the bootstrap's is
+    twice the smaller tail fraction of resampled differences beyond 0).
+
+    ``{"difference", "ci_low", "ci_high", "p_value", "clustered_delong": {ci_low, ci_high,
+    p_value}, "bootstrap": {ci_low, ci_high, p_value, n_boot, skipped_single_class, seed}}``.
+    """
+    diff, lo, hi, p = clustered_paired_test(y, s1, s2, clusters, alpha)
+    boot = paired_bootstrap_difference(y, s1, s2, clusters, n_boot, seed, alpha)
+    lows = [v for v in (lo, boot["ci_low"]) if np.isfinite(v)]
+    highs = [v for v in (hi, boot["ci_high"]) if np.isfinite(v)]
+    ps = [v for v in (p, boot["p_value"]) if np.isfinite(v)]
+    nan = float("nan")
+    both = len(lows) == 2 and len(highs) == 2
+    return {
+        "difference": diff,
+        "ci_low": min(lows) if both else nan,
+        "ci_high": max(highs) if both else nan,
+        "p_value": max(ps) if len(ps) == 2 else nan,
+        "clustered_delong": {"ci_low": lo, "ci_high": hi, "p_value": p},
+        "bootstrap": {**{k: boot[k] for k in ("ci_low", "ci_high", "p_value", "n_boot",
+                                              "skipped_single_class", "seed")},
+                      "unit": "patient"},
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ DEFINITIONS: dict[str, str] = {
     "one); finetune/scratch early-stop on the full validation split; evaluated on the full test "
     "split. AUROC with a patient-level (clustered DeLong, Obuchowski 1997) 95% CI; at each size "
     "scratch is compared with each pretrained path on the same test images by the paired "
-    "patient-level test. For several repeats the point is the mean AUROC (or difference) and the "
+    "patient-level comparison of evaluation.json (envelope of the clustered DeLong and paired "
+    "patient bootstrap intervals). For several repeats the point is the mean AUROC (or difference) and the "
     "interval the mean of the per-repeat interval bounds.",
     "scratch_catches_up": "At a training-set size, scratch catches up with a pretrained path when "
     "the lower 95% bound of the paired patient-level difference (scratch - pretrained) on the test "
@@ -904,7 +905,8 @@ def learning_curve_block(
         "summary": summary,
         "pairs": pairs,
         "pair_summary": pair_summary,
-        "comparison_method": "paired clustered DeLong (Obuchowski 1997), test patients as clusters",
+        "comparison_method": "paired, patient-level (test patients): envelope of the clustered "
+        "DeLong (Obuchowski 1997) and paired patient bootstrap intervals, as in evaluation.json",
         "scratch_catch_up": catch,
     }
 
@@ -961,13 +963,18 @@ def clustered_auc_ci(y: np.ndarray, score: np.ndarray, patients: np.ndarray) -> 
     return float(auc), float(lo), float(hi)
 
 
-def clustered_paired_test(
-    y: np.ndarray, s1: np.ndarray, s2: np.ndarray, patients: np.ndarray
-) -> tuple[float, float, float, float]:
-    """Paired patient-level AUROC difference s1 - s2 with its 95% CI and p-value."""
-    from pipeline.clustered import clustered_paired_test as _paired
+def make_paired_test(n_boot: int, seed: int) -> PairedTest:
+    """The paired patient-level comparison of evaluation.json's ``comparisons``
+    (:func:`pipeline.clustered.paired_comparison`: envelope of the clustered DeLong and paired
+    patient bootstrap intervals), as ``(diff, ci_low, ci_high, p)``."""
+    from pipeline.clustered import paired_comparison
 
-    return _paired(np.asarray(y), np.asarray(s1), np.asarray(s2), np.asarray(patients), CI_ALPHA)
+    def paired(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, patients: np.ndarray) -> tuple[float, float, float, float]:
+        c = paired_comparison(np.asarray(y), np.asarray(s1), np.asarray(s2), np.asarray(patients),
+                              n_boot, seed, CI_ALPHA)
+        return c["difference"], c["ci_low"], c["ci_high"], c["p_value"]
+
+    return paired
 
 
 def main_run_test_probs(pred_csv: Path, test_rows: np.ndarray, classes: Sequence[str], pos: int) -> np.ndarray:
@@ -1038,7 +1045,7 @@ def pipeline_learning_curve(
         epochs,
         fit,
         auc_ci,
-        clustered_paired_test,
+        make_paired_test(params.evaluate.bootstrap_samples, params.seed),
         reuse=reuse,
     )
     block = learning_curve_block(points, pairs, d.fractions, d.repeats, epochs, note,

@@ -38,7 +38,11 @@ FLAT_KEYS = (
 )
 DOMINANT_PATIENT_SHARE = 0.10  # a patient holding more of a split's images is noted
 AUROC_METHOD = "clustered DeLong (Obuchowski 1997), patients as clusters"
-COMPARISON_METHOD = "paired clustered DeLong (Obuchowski 1997), patients as clusters"
+COMPARISON_METHOD = (
+    "paired, patient-level: envelope of the clustered DeLong (Obuchowski 1997) and paired patient "
+    "bootstrap intervals"
+)
+COMPARISON_METHOD_MULTICLASS = "paired clustered DeLong (Obuchowski 1997), patients as clusters"
 
 DEFINITIONS = {
     "auroc": "Area under the ROC curve of P(positive class); for more than 2 classes the macro "
@@ -77,11 +81,14 @@ DEFINITIONS = {
     "ece": "Expected calibration error: over equal-width probability bins, the image-weighted "
     "mean of |mean predicted probability - observed fraction positive|; multi-class without a "
     "positive class uses the top-label confidence and correctness.",
-    "paired_comparison": "AUROC difference of two paths on the same images (patient-level, "
-    "paired): variance var_a + var_b - 2 cov_ab from Obuchowski's clustered DeLong covariance; "
-    "two-sided z-test p-value; a paired patient bootstrap percentile interval as a cross-check. "
-    "Verdict 'a higher' / 'b higher' only when the clustered DeLong interval excludes 0, else "
-    "'not separated'; a note flags a bootstrap interval that disagrees.",
+    "paired_comparison": "AUROC difference of two paths on the same images, patient-level and "
+    "paired, by two methods: the clustered DeLong Wald interval (variance var_a + var_b - 2 cov_ab "
+    "from Obuchowski's covariance) and the paired patient bootstrap percentile interval (the same "
+    "resampled patients for both paths). The reported interval is their envelope and the p-value "
+    "the larger of the two, so a difference counts only when both methods find it: the Wald "
+    "interval alone is too narrow when one patient holds much of a split. Verdict 'a higher' / "
+    "'b higher' only when that interval excludes 0, else 'not separated'. More than 2 classes "
+    "without a positive class: clustered DeLong only.",
     "largest_patient_share": "The fraction of a split's images belonging to its patient with the "
     "most images; above 10% it is noted, since the image-level AUROC then leans on that patient.",
     "subgroup_flag": "A subgroup is flagged (never dropped) when it has fewer than "
@@ -340,25 +347,27 @@ def _comparisons(
         y, pa = task.arrays(both)
         pb = both[[f"{c}_b" for c in task.prob_cols]].to_numpy(dtype=np.float64)
         patients = both["patient"].to_numpy()
-        diff, lo, hi, p = CL.headline_paired_test(y, pa, pb, task.head_index, patients, ALPHA)
-        row = {
+        if task.k == 2:
+            i = task.head_index
+            cmp = CL.paired_comparison(y == i, pa[:, i], pb[:, i], patients,
+                                       params.evaluate.bootstrap_samples, params.seed, ALPHA)
+            diff, lo, hi, p = cmp["difference"], cmp["ci_low"], cmp["ci_high"], cmp["p_value"]
+            method = COMPARISON_METHOD
+        else:  # macro one-vs-rest: clustered DeLong only
+            diff, lo, hi, p = CL.headline_paired_test(y, pa, pb, task.head_index, patients, ALPHA)
+            cmp = {"clustered_delong": {"ci_low": lo, "ci_high": hi, "p_value": p}, "bootstrap": None}
+            method = COMPARISON_METHOD_MULTICLASS
+        rows.append({
             "path_a": a, "path_b": b, "n": int(len(both)),
             "n_patients": int(len(np.unique(patients.astype(str)))),
             "auroc_a": task.headline_image(y, pa)["auc"],
             "auroc_b": task.headline_image(y, pb)["auc"],
             "difference": diff, "ci_low": lo, "ci_high": hi, "p_value": p,
-            "method": COMPARISON_METHOD, "unit": "patient",
+            "method": method, "unit": "patient",
             "verdict": separation(lo, hi, a, b),
-            "bootstrap": None,
-        }
-        if task.k == 2:
-            boot = CL.paired_bootstrap_difference(
-                y == task.head_index, pa[:, task.head_index], pb[:, task.head_index], patients,
-                params.evaluate.bootstrap_samples, params.seed, ALPHA,
-            )
-            row["bootstrap"] = {"ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
-                                "n_boot": boot["n_boot"], "unit": "patient", "seed": boot["seed"]}
-        rows.append(row)
+            "clustered_delong": cmp["clustered_delong"],
+            "bootstrap": cmp["bootstrap"],
+        })
     return rows
 
 
@@ -371,19 +380,21 @@ def _largest_share(patients: np.ndarray) -> float:
 
 
 def comparison_notes(split: str, rows: list[dict]) -> list[str]:
-    """Notes for comparisons whose paired patient bootstrap disagrees with the clustered DeLong
-    verdict (the Wald interval can be too narrow with few patients or a dominant one)."""
+    """Notes for comparisons whose two patient-level methods disagree about separation (the
+    envelope then says 'not separated'; with one dominant patient the Wald interval is too
+    narrow)."""
     notes = []
     for r in rows:
-        b = r.get("bootstrap")
-        if not b:
+        b, w = r.get("bootstrap"), r.get("clustered_delong")
+        if not b or not w:
             continue
         boot = separation(b["ci_low"], b["ci_high"], r["path_a"], r["path_b"])
-        if boot != r["verdict"]:
+        wald = separation(w["ci_low"], w["ci_high"], r["path_a"], r["path_b"])
+        if boot != wald:
             notes.append(
-                f"{split}: {r['path_a']} vs {r['path_b']}: clustered DeLong says '{r['verdict']}', "
-                f"the paired patient bootstrap '{boot}' (95% CI {b['ci_low']:.3f} to "
-                f"{b['ci_high']:.3f}); treat the difference as uncertain"
+                f"{split}: {r['path_a']} vs {r['path_b']}: the clustered DeLong interval says "
+                f"'{wald}' ({w['ci_low']:.3f} to {w['ci_high']:.3f}), the paired patient bootstrap "
+                f"'{boot}' ({b['ci_low']:.3f} to {b['ci_high']:.3f}); reported: '{r['verdict']}'"
             )
     return notes
 

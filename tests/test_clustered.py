@@ -218,3 +218,28 @@ def test_subgroups_flagged_by_patients_as_well_as_images():
     assert by["few"]["flagged"] and any("fewer than 10 patients (5)" in f for f in by["few"]["flags"])
     assert not by["many"]["flagged"] and by["many"]["n_patients"] == 60
     assert by["many"]["ci_low"] < by["many"]["auroc"] < by["many"]["ci_high"]
+
+
+def test_paired_comparison_is_the_envelope_and_holds_its_level_with_a_dominant_patient():
+    """One patient with 66 of 116 images: the Wald interval alone rejects a true null too
+    often; the envelope with the paired patient bootstrap does not exceed the nominal level
+    by much (and is never narrower than either interval)."""
+    rng = np.random.default_rng(11)
+    sizes = np.array([66] + [2] * 25)
+    pat = np.repeat(np.arange(len(sizes)), sizes)
+    reps = 150
+    reject = reject_wald = 0
+    for r in range(reps):
+        y = rng.integers(0, 2, len(pat))
+        z = rng.normal(size=(2, len(sizes)))
+        u2 = 0.5 * z[0] + math.sqrt(0.75) * z[1]
+        s1 = y + z[0][pat] + 0.7 * rng.normal(size=len(pat))
+        s2 = y + u2[pat] + 0.7 * rng.normal(size=len(pat))
+        c = CL.paired_comparison(y, s1, s2, pat, n_boot=300, seed=r)
+        w, b = c["clustered_delong"], c["bootstrap"]
+        assert c["ci_low"] == min(w["ci_low"], b["ci_low"]) and c["ci_high"] == max(w["ci_high"], b["ci_high"])
+        assert c["p_value"] == max(w["p_value"], b["p_value"])
+        reject += not (c["ci_low"] <= 0 <= c["ci_high"])
+        reject_wald += not (w["ci_low"] <= 0 <= w["ci_high"])
+    assert reject / reps <= 0.09
+    assert reject_wald / reps > 0.09  # what the envelope protects against

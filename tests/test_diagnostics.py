@@ -480,3 +480,16 @@ def test_make_fit_retrains_scratch_with_the_real_trainer() -> None:
     assert info == {"best_epoch": 1, "epochs_run": 1}
     with pytest.raises(ValueError, match="linear_inputs"):
         fit("linear", rows, 3, None)
+
+
+def test_learning_curve_paired_test_is_evaluations_patient_level_comparison() -> None:
+    from pipeline.clustered import paired_comparison
+
+    rng = np.random.default_rng(3)
+    pat = np.repeat(np.arange(30), 3)
+    y = rng.integers(0, 2, len(pat))
+    s1, s2 = y + rng.normal(size=len(y)), 0.5 * y + rng.normal(size=len(y))
+    got = D.make_paired_test(300, 5)(y, s1, s2, pat)
+    ref = paired_comparison(y, s1, s2, pat, 300, 5)
+    assert got == pytest.approx((ref["difference"], ref["ci_low"], ref["ci_high"], ref["p_value"]))
+    assert got[0] == pytest.approx(roc_auc_score(y, s1) - roc_auc_score(y, s2))

@@ -152,7 +152,12 @@ def test_evaluation_document(binary_result, tmp_path):
     assert json.loads(out.read_text())["schema_version"] == 2
     assert cmp["unit"] == "patient" and "Obuchowski" in cmp["method"]
     assert cmp["verdict"] == "linear higher" and cmp["n_patients"] == blk["n_patients"]
-    assert cmp["bootstrap"]["ci_low"] > 0 and cmp["bootstrap"]["unit"] == "patient"
+    # The reported interval is the envelope of the two patient-level methods.
+    w, b = cmp["clustered_delong"], cmp["bootstrap"]
+    assert b["ci_low"] > 0 and w["ci_low"] > 0 and b["n_boot"] == 200
+    assert cmp["ci_low"] == pytest.approx(min(w["ci_low"], b["ci_low"]))
+    assert cmp["ci_high"] == pytest.approx(max(w["ci_high"], b["ci_high"]))
+    assert cmp["p_value"] == pytest.approx(max(w["p_value"], b["p_value"]))
     assert ev["unit_of_uncertainty"] == "patient" and "Obuchowski" in ev["definitions"]["auroc_ci"]
 
 
@@ -253,12 +258,14 @@ def test_a_dominant_patient_and_a_disagreeing_bootstrap_are_noted():
     assert blk["largest_patient_share"] == pytest.approx(40 / blk["n"])
     assert any(n.startswith("test: one patient holds") for n in ev["notes"])
     assert not any(n.startswith("external/external: one patient") for n in ev["notes"])
-    rows = [{"path_a": "a", "path_b": "b", "verdict": "a higher",
+    rows = [{"path_a": "a", "path_b": "b", "verdict": "not separated",
+             "clustered_delong": {"ci_low": 0.01, "ci_high": 0.1},
              "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}},
             {"path_a": "a", "path_b": "c", "verdict": "not separated",
+             "clustered_delong": {"ci_low": -0.01, "ci_high": 0.1},
              "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}}]
     notes = comparison_notes("test", rows)
-    assert len(notes) == 1 and "a vs b" in notes[0] and "'not separated'" in notes[0]
+    assert len(notes) == 1 and "a vs b" in notes[0] and "says 'a higher'" in notes[0]
     assert separation(0.01, 0.2, "a", "b") == "a higher"
     assert separation(-0.3, -0.01, "a", "b") == "b higher"
     assert separation(-0.1, 0.1) == "not separated"
