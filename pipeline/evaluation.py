@@ -37,7 +37,10 @@ FLAT_KEYS = (
     "balanced_accuracy", "brier", "ece", "threshold", "n", "n_patients", "n_positive",
 )
 DOMINANT_PATIENT_SHARE = 0.10  # a patient holding more of a split's images is noted
-AUROC_METHOD = "clustered DeLong (Obuchowski 1997), patients as clusters"
+AUROC_METHOD = (
+    "patient-level: envelope of the clustered DeLong (Obuchowski 1997) and patient bootstrap "
+    "intervals"
+)
 COMPARISON_METHOD = (
     "paired, patient-level: envelope of the clustered DeLong (Obuchowski 1997) and paired patient "
     "bootstrap intervals"
@@ -52,10 +55,13 @@ DEFINITIONS = {
     "paired comparisons by the clustered DeLong method (Obuchowski 1997, Biometrics 53:567-578), "
     "proportions by design-effect-adjusted Wilson intervals, and a patient bootstrap as a "
     "cross-check. Image-level DeLong intervals are kept for reference only (auroc_image).",
-    "auroc_ci": "Patient-level 95% interval: AUROC ± 1.96·SE, SE from Obuchowski's clustered "
-    "DeLong variance (per-image placement values summed per patient), clipped to [0, 1]; with "
-    "one image per patient it equals DeLong's. For the macro AUROC the one-vs-rest AUROCs' Hajek "
-    "projections are summed per patient.",
+    "auroc_ci": "Patient-level 95% interval: the envelope (lowest lower, highest upper bound) of "
+    "two patient-level intervals, the clustered DeLong Wald interval (AUROC ± 1.96·SE, SE from "
+    "Obuchowski's variance: per-image placement values summed per patient; equal to DeLong's with "
+    "one image per patient; for the macro AUROC the one-vs-rest Hajek projections summed per "
+    "patient; clipped to [0, 1]) and the patient bootstrap percentile interval (auroc_boot_ci). "
+    "The Wald interval alone is too narrow when one patient holds much of a split; the envelope "
+    "covers whenever either does.",
     "auroc_image_ci": "Image-level DeLong 95% interval (Sun & Xu 2014 fast algorithm), treating "
     "images as independent: too narrow when patients have several images; for reference only.",
     "auroc_patient_weighted": "AUROC with each image weighted 1 / (images of its patient), so each "
@@ -266,8 +272,9 @@ def _split_block(
         "class_counts": {c: int((y == i).sum()) for i, c in enumerate(task.classes)},
         "n_positive": int((y == task.pos).sum()) if task.binary else None,
         "auroc": {
-            "value": head["auc"], "ci_low": head["ci_low"], "ci_high": head["ci_high"],
-            "se": _se(head["var"]), "method": AUROC_METHOD, "unit": "patient",
+            "value": head["auc"], **_envelope(head, boot), "se": _se(head["var"]),
+            "method": AUROC_METHOD, "unit": "patient",
+            "clustered_delong": {"ci_low": head["ci_low"], "ci_high": head["ci_high"]},
         },
         "auroc_image": {
             "value": image["auc"], "ci_low": image["ci_low"], "ci_high": image["ci_high"],
@@ -397,6 +404,14 @@ def comparison_notes(split: str, rows: list[dict]) -> list[str]:
                 f"'{boot}' ({b['ci_low']:.3f} to {b['ci_high']:.3f}); reported: '{r['verdict']}'"
             )
     return notes
+
+
+def _envelope(wald: Mapping[str, float], boot: Mapping[str, Any]) -> dict[str, float]:
+    """The lowest lower and highest upper bound of two intervals (NaN unless both exist)."""
+    lows, highs = (wald["ci_low"], boot["ci_low"]), (wald["ci_high"], boot["ci_high"])
+    if not all(np.isfinite(v) for v in (*lows, *highs)):
+        return {"ci_low": float("nan"), "ci_high": float("nan")}
+    return {"ci_low": float(min(lows)), "ci_high": float(max(highs))}
 
 
 def _se(var: float) -> float:

@@ -169,7 +169,12 @@ def test_intervals_are_patient_level_and_image_level_is_kept_for_reference(binar
     auc, lo, hi, _ = CL.clustered_auc_ci(y, s, pat)
     _, ilo, ihi, _ = M.delong_auc_ci(y, s)
     m = metrics["finetune"]["test"]
-    assert (m["auroc"], m["auroc_ci_low"], m["auroc_ci_high"]) == pytest.approx((auc, lo, hi))
+    # The patient-level interval: envelope of clustered DeLong and the patient bootstrap.
+    assert m["auroc"] == pytest.approx(auc)
+    assert m["auroc_ci_low"] == pytest.approx(min(lo, m["auroc_boot_ci_low"]))
+    assert m["auroc_ci_high"] == pytest.approx(max(hi, m["auroc_boot_ci_high"]))
+    blk0 = ev["results"]["finetune"]["splits"]["test"]["auroc"]["clustered_delong"]
+    assert (blk0["ci_low"], blk0["ci_high"]) == pytest.approx((lo, hi))
     assert (m["auroc_image_ci_low"], m["auroc_image_ci_high"]) == pytest.approx((ilo, ihi))
     assert m["auroc_patient_weighted"] == pytest.approx(CL.patient_weighted_auc(y, s, pat))
     assert m["n_patients"] == len(set(pat)) < m["n"]
