@@ -102,7 +102,9 @@ def test_clustered_se_agrees_with_the_true_sd_and_patient_bootstrap_not_delong()
 def test_monte_carlo_size_and_coverage_under_clustered_null():
     """60 patients x 5 correlated images, two scores with equal true AUROC: the paired
     patient-level test keeps its size and the single-AUROC interval its coverage; the
-    image-level DeLong test on the same data does not (so the check can fail)."""
+    image-level DeLong test on the same data does not (so the check can fail). The reported
+    intervals are envelopes containing these clustered DeLong intervals, so they cover at least
+    as often; their size is checked in the dominant-patient tests below."""
     rng = np.random.default_rng(2024)
     reps = 800  # binomial SE of a 5% rate: 0.8 points; of a 95% coverage: 0.8 points
     reject = reject_image = covered = 0
