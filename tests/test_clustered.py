@@ -269,3 +269,15 @@ def test_single_auroc_envelope_covers_with_a_dominant_patient():
         covered += min(lo, boot["ci_low"]) <= true <= max(hi, boot["ci_high"])
     assert covered / reps >= 0.85
     assert covered_wald / reps < 0.80  # what the envelope protects against
+
+
+def test_wilson_on_a_fractional_effective_sample_size_is_continuous_with_scipy():
+    # n_eff is rarely an integer; the closed formula must agree with scipy's Wilson at integers.
+    for k, n in ((6, 10), (0, 7), (13, 13), (3, 40)):
+        _, lo, hi = CL._wilson_real(k / n, n + 1e-9, 0.05)
+        ref = M.wilson_ci(k, n)
+        assert (lo, hi) == pytest.approx(ref[1:], abs=1e-7)
+    # Between integers it lies between the neighbouring intervals' widths.
+    w = [CL._wilson_real(0.5, n, 0.05) for n in (10.0, 10.5, 11.0)]
+    widths = [h - lo for _, lo, h in w]
+    assert widths[0] > widths[1] > widths[2]
