@@ -24,7 +24,7 @@ them verbatim) live in :data:`DEFINITIONS`.
          "wall_time_s", "verdict": <verdict>},
        "linear": {"curve": [{C, train_auroc, cv_auroc, cv_auroc_std, gap}], "best_C", "at_best": {..},
          "verdict": <verdict>}},
-     "verdicts": {path: <verdict>},  # <verdict> = {level: no|mild|severe|unknown, gap, onset, val_decline, text}
+     "verdicts": {path: <verdict>},  # <verdict> = {level: no|mild|severe|unknown, gap, onset, val_decline, near_chance, text}
      "trifecta": {"paths": {path: {start_val_auroc, convergence_epochs, convergence_seconds,
          best_val_auroc, [best_cv_auroc, note], test: {auroc, ci_low, ci_high}}},
        "finetune_vs_scratch": {start_val_auroc_diff, convergence_epochs_saved, best_val_auroc_diff,
@@ -84,7 +84,8 @@ DEFINITIONS: dict[str, str] = {
     "convergence": "Epochs needed to first cover 95% of the way from chance to the path's own best "
     "validation AUROC (threshold = 0.5 + 0.95 x (best - 0.5)), counted from 1. A curve whose best "
     "validation AUROC stays below 0.5 + chance_margin is 'near chance': it did not learn, so it "
-    "has no convergence epoch (null) rather than an early one.",
+    "has no convergence epoch (null) rather than an early one, its verdict is marked near_chance and "
+    "its text starts with 'Did not learn', and the trifecta lists it under near_chance.",
     "asymptote": "Best validation AUROC over the run, and the test AUROC (patient-level 95% CI) of "
     "the kept model from reports/metrics.json.",
     "trifecta_claims": "'higher asymptote' is 'yes' only when the paired patient-level 95% CI of "
@@ -324,8 +325,10 @@ def epoch_curve_diagnostics(train_log: Mapping[str, Any], rules: Rules) -> dict[
             "seconds": _round(float(np.nansum(secs[: conv_i + 1])), 1) if np.isfinite(secs).any() else None,
         },
         "wall_time_s": _round(float(np.nansum(secs)), 1) if np.isfinite(secs).any() else None,
-        "verdict": verdict(_opt(at_best["auroc_gap"]), onset is not None, rules,
-                           gap_kind="train-val AUROC gap at the best epoch", decline=decline),
+        "verdict": learning_check(
+            verdict(_opt(at_best["auroc_gap"]), onset is not None, rules,
+                    gap_kind="train-val AUROC gap at the best epoch", decline=decline),
+            best_val, rules, "validation AUROC"),
     }
 
 
@@ -364,7 +367,9 @@ def linear_validation_curve(linear_log: Mapping[str, Any], rules: Rules) -> dict
         "curve": rows,
         "best_C": best_c,
         "at_best": at,
-        "verdict": verdict(at["gap"], False, rules, gap_kind="train vs cross-validated AUROC gap at the chosen C"),
+        "verdict": learning_check(
+            verdict(at["gap"], False, rules, gap_kind="train vs cross-validated AUROC gap at the chosen C"),
+            _num(at["cv_auroc"]), rules, "cross-validated AUROC (at the chosen C)"),
     }
 
 
@@ -447,6 +452,21 @@ def verdict(
         "val_decline": falling,
         "text": f"{label}: {'; '.join(why)}.",
     }
+
+
+def learning_check(v: Mapping[str, Any], best: float, rules: Rules, what: str) -> dict[str, Any]:
+    """The verdict ``v`` with ``near_chance`` added; for a :func:`near_chance` curve its text
+    starts by saying the path did not learn, so "No overfitting" is never read as a healthy
+    model. The level is kept: it still describes the train/held-out gap."""
+    nc = near_chance(best, rules.chance_margin)
+    out = {**v, "near_chance": nc}
+    if nc:
+        best_text = f"{best:.3f}" if math.isfinite(best) else "undefined"
+        out["text"] = (
+            f"Did not learn: the best {what} is {best_text}, below "
+            f"{CHANCE_AUROC + rules.chance_margin:.3f} (0.5 + chance_margin). {v['text']}"
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- transfer trifecta

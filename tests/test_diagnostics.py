@@ -121,6 +121,13 @@ def test_convergence_counts_from_chance_and_a_near_chance_curve_does_not_converg
            "best_epoch": 3}
     d = D.epoch_curve_diagnostics(log, RULES)
     assert d["near_chance"] is True and d["convergence"] is None
+    # Its verdict says it did not learn before anything about overfitting.
+    assert d["verdict"]["near_chance"] is True
+    assert d["verdict"]["text"].startswith("Did not learn: the best validation AUROC is 0.540, below 0.550")
+    learnt = D.epoch_curve_diagnostics({**log, "history": _history([1, .9, .8], [1, 1, 1], [.6, .7, .8],
+                                                                    learning[:3])}, RULES)
+    assert learnt["verdict"]["near_chance"] is False and learnt["near_chance"] is False
+    assert not learnt["verdict"]["text"].startswith("Did not learn")
 
 
 def test_val_auroc_falling_from_its_peak_while_train_rises_is_never_no_overfitting() -> None:
@@ -161,6 +168,12 @@ def test_linear_validation_curve_gap_at_chosen_c() -> None:
     assert d["verdict"]["level"] == "mild"
     d2 = D.linear_validation_curve({**log, "best_C": 1.0}, RULES)
     assert d2["verdict"]["level"] == "severe"
+    assert d["verdict"]["near_chance"] is False
+    # A near-constant linear model (cv AUROC 0.52 at the chosen C) did not learn.
+    flat = {"best_C": 2e-6, "cv": [{"C": 2e-6, "train_auroc": 0.53, "cv_auroc": 0.52}]}
+    v = D.linear_validation_curve(flat, RULES)["verdict"]
+    assert v["level"] == "no" and v["near_chance"] is True
+    assert v["text"].startswith("Did not learn: the best cross-validated AUROC (at the chosen C) is 0.520")
     with pytest.raises(ValueError, match="not in the cv table"):
         D.linear_validation_curve({**log, "best_C": 5.0}, RULES)
 
