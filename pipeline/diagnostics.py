@@ -12,28 +12,39 @@ them verbatim) live in :data:`DEFINITIONS`.
 
 ``reports/diagnostics.json``::
 
-    {"rules": {overfit_k, gap_mild, gap_severe}, "definitions": {name: text},
+    {"rules": {overfit_k, gap_mild, gap_severe, noninferiority_margin, chance_margin},
+     "definitions": {name: text},
      "paths": {
        "finetune"|"scratch": {"epochs": [..], "curves": {train_loss, val_loss, train_auroc, val_auroc: [..]},
          "epochs_run", "best_epoch", "at_best"|"at_last": {epoch, train_auroc, val_auroc, auroc_gap,
          train_loss, val_loss, loss_gap}, "overfit_onset": null|{epoch, rise_after_epoch},
-         "start_val_auroc", "best_val_auroc", "convergence": null|{epochs, epoch, threshold, seconds},
+         "start_val_auroc", "best_val_auroc", "near_chance": bool,
+         "val_decline": null|{peak_epoch, peak_val_auroc, last_val_auroc, drop, train_auroc_change},
+         "convergence": null|{epochs, epoch, threshold, seconds},
          "wall_time_s", "verdict": <verdict>},
        "linear": {"curve": [{C, train_auroc, cv_auroc, cv_auroc_std, gap}], "best_C", "at_best": {..},
          "verdict": <verdict>}},
-     "verdicts": {path: <verdict>},          # <verdict> = {level: no|mild|severe|unknown, gap, onset, text}
+     "verdicts": {path: <verdict>},  # <verdict> = {level: no|mild|severe|unknown, gap, onset, val_decline, near_chance, text}
      "trifecta": {"paths": {path: {start_val_auroc, convergence_epochs, convergence_seconds,
          best_val_auroc, [best_cv_auroc, note], test: {auroc, ci_low, ci_high}}},
        "finetune_vs_scratch": {start_val_auroc_diff, convergence_epochs_saved, best_val_auroc_diff,
-         test_auroc_diff, test_ci_overlap, higher_start, faster_convergence, higher_asymptote}},
+         test_auroc_diff, test_ci_overlap, test_paired: null|{difference, ci_low, ci_high, p_value,
+         method}, higher_start_claim, faster_convergence_claim, higher_asymptote_claim
+         (yes|no|not separated|not tested), higher_start, faster_convergence, higher_asymptote
+         (true/false only for a yes/no claim, else null), near_chance: [path]}},
      "learning_curve": {fractions, repeats, epochs, unit, evaluated_on, reuse (text),
        n_training_patients_total, n_test_images,
        "points": [{path, fraction, repeat, seed, n_patients, n_positive_patients, n_images, test_auroc,
                    ci_low, ci_high, seconds, reused_main_run, best_epoch|best_C, ...}],
        "summary": [{path, fraction, n_patients, n_images, repeats, test_auroc, ci_low, ci_high,
                     reused_main_run}],
-       "scratch_catch_up": {"finetune"|"linear": {challenger, reference, per_size: [..],
-                                                  from_patients: int|null, text}}},
+       "pairs": [{challenger, reference, fraction, repeat, n_patients, difference, ci_low, ci_high,
+                  p_value}],                       # difference = scratch - reference, test split
+       "pair_summary": [{challenger, reference, fraction, repeats, n_patients, difference, ci_low,
+                         ci_high}], "comparison_method",
+       "scratch_catch_up": {"finetune"|"linear": {challenger, reference, margin, per_size: [{...,
+           difference, ci_low, ci_high, status: better|caught up|not shown|not tested,
+           caught_up}], from_patients: int|null, text}}},
      "figures": {curves, trifecta, validation_curve, learning_curve: repo-relative PNG path},
      "wall_time_s"}
 """
@@ -54,7 +65,8 @@ from pipeline.common import get_logger
 log = get_logger(__name__)
 
 CONVERGENCE_FRACTION = 0.95
-CI_ALPHA = 0.05  # 95% DeLong intervals, as in reports/metrics.json
+CHANCE_AUROC = 0.5
+CI_ALPHA = 0.05  # 95% patient-level intervals, as in reports/metrics.json
 EPOCH_PATHS = ("finetune", "scratch")  # paths trained by epochs
 PRETRAINED_PATHS = ("finetune", "linear")
 
@@ -69,25 +81,41 @@ DEFINITIONS: dict[str, str] = {
     "happens. 'rise_after_epoch' is the epoch just before that run of rises (the local validation "
     "loss minimum).",
     "starting_performance": "Validation AUROC after the first epoch.",
-    "convergence": "Epochs needed to first reach 95% of the path's own best validation AUROC "
-    "(threshold = 0.95 x best val AUROC), counted from 1.",
-    "asymptote": "Best validation AUROC over the run, and the test AUROC (DeLong 95% CI) of the "
-    "kept model from reports/metrics.json.",
+    "convergence": "Epochs needed to first cover 95% of the way from chance to the path's own best "
+    "validation AUROC (threshold = 0.5 + 0.95 x (best - 0.5)), counted from 1. A curve whose best "
+    "validation AUROC stays below 0.5 + chance_margin is 'near chance': it did not learn, so it "
+    "has no convergence epoch (null) rather than an early one, its verdict is marked near_chance and "
+    "its text starts with 'Did not learn', and the trifecta lists it under near_chance.",
+    "asymptote": "Best validation AUROC over the run, and the test AUROC (patient-level 95% CI) of "
+    "the kept model from reports/metrics.json.",
+    "trifecta_claims": "'higher asymptote' is 'yes' only when the paired patient-level 95% CI of "
+    "the test AUROC difference (finetune - scratch, evaluation.json comparisons) excludes 0 above, "
+    "'no' when it excludes 0 below, else 'not separated'. Start and convergence are single "
+    "validation-curve values without an interval: their differences are reported, their claims "
+    "are 'not tested'.",
+    "val_decline": "The fall of the validation AUROC from its peak to the last epoch, with the change "
+    "of the train AUROC over the same epochs.",
     "linear_gap": "Linear path: mean train-fold AUROC minus cross-validated AUROC at the C chosen "
     "by cross-validation.",
-    "verdict": "severe: AUROC gap >= gap_severe; mild: gap_mild <= gap < gap_severe, or a smaller "
-    "gap together with a detected overfitting onset (training ran past the validation optimum, "
-    "which early stopping / checkpoint selection guards against); no: gap < gap_mild and no onset. "
-    "Gaps are taken at the best (kept) epoch for finetune/scratch and at the chosen C for linear.",
+    "verdict": "severe: AUROC gap >= gap_severe, or the validation AUROC fell from its peak by >= "
+    "gap_severe while the train AUROC rose; mild: gap_mild <= gap < gap_severe, a validation AUROC "
+    "fall from its peak of more than gap_mild while the train AUROC rose, or a smaller gap together "
+    "with a detected overfitting onset (training ran past the validation optimum, which early "
+    "stopping / checkpoint selection guards against); no: none of these. Gaps are taken at the "
+    "best (kept) epoch for finetune/scratch and at the chosen C for linear.",
     "learning_curve": "Each path retrained on a patient-level, label-stratified, seeded sample of "
     "the TRAINING patients (nested: within one repeat a smaller fraction is a subset of a larger "
     "one); finetune/scratch early-stop on the full validation split; evaluated on the full test "
-    "split. AUROC with a DeLong 95% CI; for several repeats the point is the mean AUROC and the "
+    "split. AUROC with a patient-level (clustered DeLong, Obuchowski 1997) 95% CI; at each size "
+    "scratch is compared with each pretrained path on the same test images by the paired "
+    "patient-level comparison of evaluation.json (envelope of the clustered DeLong and paired "
+    "patient bootstrap intervals). For several repeats the point is the mean AUROC (or difference) and the "
     "interval the mean of the per-repeat interval bounds.",
     "scratch_catches_up": "At a training-set size, scratch catches up with a pretrained path when "
-    "scratch's test AUROC is >= that path's lower 95% CI bound at the same size. 'from_patients' is "
-    "the smallest size from which this holds at that size and at every larger size tried; null if "
-    "it does not hold at the largest size.",
+    "the lower 95% bound of the paired patient-level difference (scratch - pretrained) on the test "
+    "split is above -noninferiority_margin (non-inferiority); it is better when that bound is above "
+    "0. 'from_patients' is the smallest size from which scratch catches up at that size and at "
+    "every larger size tried; null if it does not at the largest size.",
 }
 
 
@@ -119,14 +147,19 @@ class Rules:
     overfit_k: int
     gap_mild: float
     gap_severe: float
+    noninferiority_margin: float = 0.05
+    chance_margin: float = 0.05
 
     @classmethod
     def from_params(cls, params: Any) -> "Rules":
         d = params.diagnose
-        return cls(overfit_k=d.overfit_k, gap_mild=d.gap_mild, gap_severe=d.gap_severe)
+        return cls(overfit_k=d.overfit_k, gap_mild=d.gap_mild, gap_severe=d.gap_severe,
+                   noninferiority_margin=d.noninferiority_margin, chance_margin=d.chance_margin)
 
     def as_dict(self) -> dict[str, float]:
-        return {"overfit_k": self.overfit_k, "gap_mild": self.gap_mild, "gap_severe": self.gap_severe}
+        return {"overfit_k": self.overfit_k, "gap_mild": self.gap_mild, "gap_severe": self.gap_severe,
+                "noninferiority_margin": self.noninferiority_margin,
+                "chance_margin": self.chance_margin}
 
 
 # --------------------------------------------------------------------------- epoch curves
@@ -156,14 +189,57 @@ def overfitting_onset(train_loss: Sequence[float], val_loss: Sequence[float], k:
     return None
 
 
-def convergence_index(val_auroc: Sequence[float], fraction: float = CONVERGENCE_FRACTION) -> int | None:
-    """Index of the first epoch whose val AUROC reaches ``fraction`` x the best val AUROC."""
+def convergence_threshold(best: float, fraction: float = CONVERGENCE_FRACTION) -> float:
+    """The AUROC that covers ``fraction`` of the way from chance (0.5) to ``best``."""
+    return CHANCE_AUROC + fraction * (best - CHANCE_AUROC)
+
+
+def near_chance(best: float, chance_margin: float) -> bool:
+    """A curve whose best AUROC stays below 0.5 + ``chance_margin`` did not learn."""
+    return not math.isfinite(best) or best < CHANCE_AUROC + chance_margin
+
+
+def convergence_index(
+    val_auroc: Sequence[float], fraction: float = CONVERGENCE_FRACTION, chance_margin: float = 0.0
+) -> int | None:
+    """Index of the first epoch whose val AUROC reaches :func:`convergence_threshold` of the best.
+
+    Counting from chance, not from 0: [0.52, 0.53, 0.54] needs epoch 3 (threshold 0.538), while
+    0.95 x best would call epoch 1 converged. ``None`` for a curve without finite values or a
+    :func:`near_chance` one (best < 0.5 + ``chance_margin``): it has nothing to converge to.
+    """
     vals = np.array([_num(v) for v in val_auroc], dtype=float)
     if not np.isfinite(vals).any():
         return None
-    target = fraction * np.nanmax(vals)
-    hits = np.flatnonzero(np.nan_to_num(vals, nan=-np.inf) >= target)
+    best = float(np.nanmax(vals))
+    if near_chance(best, chance_margin):
+        return None
+    hits = np.flatnonzero(np.nan_to_num(vals, nan=-np.inf) >= convergence_threshold(best, fraction))
     return int(hits[0]) if hits.size else None
+
+
+def val_decline(train_auroc: Sequence[float], val_auroc: Sequence[float]) -> dict[str, Any] | None:
+    """How far the val AUROC fell from its peak by the last epoch, and what train AUROC did meanwhile.
+
+    ``{"peak_index", "peak_val_auroc", "last_val_auroc", "drop", "train_auroc_change"}``, or None
+    without a finite val AUROC. ``drop`` > 0 means validation got worse after its best epoch;
+    ``train_auroc_change`` > 0 that the fit to the training data kept improving (the overfitting
+    pattern). NaN train values give a NaN change.
+    """
+    val = np.array([_num(v) for v in val_auroc], dtype=float)
+    tr = np.array([_num(v) for v in train_auroc], dtype=float)
+    finite = np.flatnonzero(np.isfinite(val))
+    if not finite.size:
+        return None
+    peak = int(finite[np.argmax(val[finite])])
+    last = int(finite[-1])
+    return {
+        "peak_index": peak,
+        "peak_val_auroc": float(val[peak]),
+        "last_val_auroc": float(val[last]),
+        "drop": float(val[peak] - val[last]),
+        "train_auroc_change": float(tr[last] - tr[peak]),
+    }
 
 
 def _history_arrays(history: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
@@ -208,7 +284,8 @@ def epoch_curve_diagnostics(train_log: Mapping[str, Any], rules: Rules) -> dict[
     ib = epochs.index(int(best_epoch))
     il = len(epochs) - 1
     onset_i = overfitting_onset(a["train_loss"], a["val_loss"], rules.overfit_k)
-    conv_i = convergence_index(a["val_auroc"])
+    conv_i = convergence_index(a["val_auroc"], chance_margin=rules.chance_margin)
+    decline = val_decline(a["train_auroc"], a["val_auroc"])
     val = np.array(a["val_auroc"], dtype=float)
     best_val = float(np.nanmax(val)) if np.isfinite(val).any() else math.nan
     secs = np.array(a["seconds"], dtype=float)
@@ -229,16 +306,29 @@ def epoch_curve_diagnostics(train_log: Mapping[str, Any], rules: Rules) -> dict[
         "overfit_onset": onset,
         "start_val_auroc": _round(a["val_auroc"][0]),
         "best_val_auroc": _round(best_val),
+        "near_chance": near_chance(best_val, rules.chance_margin),
+        "val_decline": None
+        if decline is None
+        else {
+            "peak_epoch": epochs[decline["peak_index"]],
+            "peak_val_auroc": _round(decline["peak_val_auroc"]),
+            "last_val_auroc": _round(decline["last_val_auroc"]),
+            "drop": _round(decline["drop"]),
+            "train_auroc_change": _round(decline["train_auroc_change"]),
+        },
         "convergence": None
         if conv_i is None
         else {
             "epochs": conv_i + 1,
             "epoch": epochs[conv_i],
-            "threshold": _round(CONVERGENCE_FRACTION * best_val),
+            "threshold": _round(convergence_threshold(best_val)),
             "seconds": _round(float(np.nansum(secs[: conv_i + 1])), 1) if np.isfinite(secs).any() else None,
         },
         "wall_time_s": _round(float(np.nansum(secs)), 1) if np.isfinite(secs).any() else None,
-        "verdict": verdict(_opt(at_best["auroc_gap"]), onset is not None, rules, gap_kind="train-val AUROC gap at the best epoch"),
+        "verdict": learning_check(
+            verdict(_opt(at_best["auroc_gap"]), onset is not None, rules,
+                    gap_kind="train-val AUROC gap at the best epoch", decline=decline),
+            best_val, rules, "validation AUROC"),
     }
 
 
@@ -277,44 +367,106 @@ def linear_validation_curve(linear_log: Mapping[str, Any], rules: Rules) -> dict
         "curve": rows,
         "best_C": best_c,
         "at_best": at,
-        "verdict": verdict(at["gap"], False, rules, gap_kind="train vs cross-validated AUROC gap at the chosen C"),
+        "verdict": learning_check(
+            verdict(at["gap"], False, rules, gap_kind="train vs cross-validated AUROC gap at the chosen C"),
+            _num(at["cv_auroc"]), rules, "cross-validated AUROC (at the chosen C)"),
     }
 
 
 # --------------------------------------------------------------------------- verdicts
 
 
-def verdict(gap: float | None, onset: bool, rules: Rules, gap_kind: str = "AUROC gap") -> dict[str, Any]:
-    """``no`` / ``mild`` / ``severe`` overfitting from a train-minus-held-out AUROC gap and onset.
+def verdict(
+    gap: float | None,
+    onset: bool,
+    rules: Rules,
+    gap_kind: str = "AUROC gap",
+    decline: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``no`` / ``mild`` / ``severe`` overfitting from a train-minus-held-out AUROC gap, the
+    onset, and the val AUROC's fall from its peak while train AUROC rose (``decline``, from
+    :func:`val_decline`).
 
-    The thresholds are :class:`Rules`; the returned ``text`` states the numbers behind the call.
+    The checkpoint kept is the best validation epoch, so its gap alone can hide a run that went
+    on overfitting: a val AUROC that falls by more than ``gap_mild`` from its peak while the
+    train AUROC rises is at least mild (severe from ``gap_severe``), whatever the gap. The
+    thresholds are :class:`Rules`; the returned ``text`` states the numbers behind the call.
     """
-    if gap is None or not math.isfinite(gap):
-        return {
-            "level": "unknown",
-            "gap": None,
-            "onset": onset,
-            "text": f"Cannot judge: the {gap_kind} is undefined (an AUROC was not computable).",
-        }
-    if gap >= rules.gap_severe:
-        level = "severe"
-        why = f"{gap_kind} {gap:.3f} >= {rules.gap_severe:g} (gap_severe)"
-    elif gap >= rules.gap_mild:
-        level = "mild"
-        why = f"{gap_kind} {gap:.3f} is between {rules.gap_mild:g} (gap_mild) and {rules.gap_severe:g} (gap_severe)"
-    elif onset:
-        level = "mild"
-        why = (
-            f"{gap_kind} {gap:.3f} < {rules.gap_mild:g} (gap_mild), but the validation loss rose for "
-            f"{rules.overfit_k} consecutive epochs while the train loss fell"
+    falling = (
+        decline is not None
+        and math.isfinite(decline["drop"])
+        and decline["drop"] > rules.gap_mild
+        and math.isfinite(decline["train_auroc_change"])
+        and decline["train_auroc_change"] > 0
+    )
+    fall_why = ""
+    if falling:
+        assert decline is not None
+        fall_why = (
+            f"the validation AUROC fell by {decline['drop']:.3f} from its peak "
+            f"{decline['peak_val_auroc']:.3f} while the train AUROC rose by "
+            f"{decline['train_auroc_change']:.3f}"
         )
+    if gap is None or not math.isfinite(gap):
+        if not falling:
+            return {
+                "level": "unknown",
+                "gap": None,
+                "onset": onset,
+                "val_decline": False,
+                "text": f"Cannot judge: the {gap_kind} is undefined (an AUROC was not computable).",
+            }
+        gap_text = f"{gap_kind} undefined"
     else:
-        level = "no"
-        why = f"{gap_kind} {gap:.3f} < {rules.gap_mild:g} (gap_mild) and no overfitting onset"
-    if onset and level == "severe":
-        why += "; the validation loss also rose while the train loss fell"
+        gap_text = f"{gap_kind} {gap:.3f}"
+    levels = ["no"]
+    why: list[str] = []
+    if gap is not None and math.isfinite(gap):
+        if gap >= rules.gap_severe:
+            levels.append("severe")
+            why.append(f"{gap_text} >= {rules.gap_severe:g} (gap_severe)")
+        elif gap >= rules.gap_mild:
+            levels.append("mild")
+            why.append(f"{gap_text} is between {rules.gap_mild:g} (gap_mild) and "
+                       f"{rules.gap_severe:g} (gap_severe)")
+    if falling:
+        assert decline is not None
+        levels.append("severe" if decline["drop"] >= rules.gap_severe else "mild")
+        why.append(fall_why)
+    if onset:
+        levels.append("mild")
+        why.append(f"the validation loss rose for {rules.overfit_k} consecutive epochs while the "
+                   "train loss fell")
+    level = max(levels, key=["no", "mild", "severe"].index)
+    if level == "no":
+        why = [f"{gap_text} < {rules.gap_mild:g} (gap_mild), no overfitting onset, and no "
+               f"validation AUROC fall of more than {rules.gap_mild:g} from its peak while the "
+               "train AUROC rose"]
+    elif not any(w.startswith(gap_kind) for w in why):
+        why.insert(0, gap_text)
     label = {"no": "No overfitting", "mild": "Mild overfitting", "severe": "Severe overfitting"}[level]
-    return {"level": level, "gap": _round(gap), "onset": onset, "text": f"{label}: {why}."}
+    return {
+        "level": level,
+        "gap": _round(gap) if gap is not None else None,
+        "onset": onset,
+        "val_decline": falling,
+        "text": f"{label}: {'; '.join(why)}.",
+    }
+
+
+def learning_check(v: Mapping[str, Any], best: float, rules: Rules, what: str) -> dict[str, Any]:
+    """The verdict ``v`` with ``near_chance`` added; for a :func:`near_chance` curve its text
+    starts by saying the path did not learn, so "No overfitting" is never read as a healthy
+    model. The level is kept: it still describes the train/held-out gap."""
+    nc = near_chance(best, rules.chance_margin)
+    out = {**v, "near_chance": nc}
+    if nc:
+        best_text = f"{best:.3f}" if math.isfinite(best) else "undefined"
+        out["text"] = (
+            f"Did not learn: the best {what} is {best_text}, below "
+            f"{CHANCE_AUROC + rules.chance_margin:.3f} (0.5 + chance_margin). {v['text']}"
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- transfer trifecta
@@ -331,16 +483,57 @@ def _test_auroc(metrics: Mapping[str, Any], path: str) -> dict[str, float | None
     }
 
 
+def find_comparison(
+    comparisons: Sequence[Mapping[str, Any]] | None, a: str, b: str
+) -> dict[str, Any] | None:
+    """The paired comparison of ``a`` - ``b`` from evaluation.json's list (either order; a
+    ``b - a`` entry is turned around), as ``{difference, ci_low, ci_high, p_value, method}``."""
+    for c in comparisons or []:
+        if (c.get("path_a"), c.get("path_b")) == (a, b):
+            return {k: c.get(k) for k in ("difference", "ci_low", "ci_high", "p_value", "method")}
+        if (c.get("path_a"), c.get("path_b")) == (b, a):
+            return {"difference": _neg(c.get("difference")), "ci_low": _neg(c.get("ci_high")),
+                    "ci_high": _neg(c.get("ci_low")), "p_value": c.get("p_value"),
+                    "method": c.get("method")}
+    return None
+
+
+def _neg(x: float | None) -> float | None:
+    return None if x is None else -x
+
+
+def ci_claim(ci_low: float | None, ci_high: float | None) -> str:
+    """``yes`` when the interval of a difference lies above 0, ``no`` below, else
+    ``not separated``; ``not tested`` without an interval."""
+    if ci_low is None or ci_high is None or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return "not tested"
+    if ci_low > 0:
+        return "yes"
+    if ci_high < 0:
+        return "no"
+    return "not separated"
+
+
+def _claim_bool(claim: str) -> bool | None:
+    return {"yes": True, "no": False}.get(claim)
+
+
 def transfer_trifecta(
     epoch_paths: Mapping[str, Mapping[str, Any]],
     linear: Mapping[str, Any] | None,
     metrics: Mapping[str, Any],
+    comparisons: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Starting performance, convergence and asymptote of each path, and finetune vs scratch.
 
     The "trifecta" of transfer (higher start, faster convergence, higher asymptote than learning
     from scratch). For linear, start and convergence are not meaningful (a convex fit with no
     epochs); its asymptote is the cross-validated AUROC at the chosen C and its test AUROC.
+
+    Claims follow the intervals (:func:`ci_claim`): ``higher_asymptote`` uses the paired
+    patient-level test-split comparison finetune - scratch (``comparisons``: evaluation.json's
+    ``comparisons["test"]``); start and convergence have no interval, so they are ``not tested``.
+    The booleans are True / False only for ``yes`` / ``no`` claims and None otherwise.
     """
     per: dict[str, Any] = {}
     for name, d in epoch_paths.items():
@@ -382,15 +575,23 @@ def transfer_trifecta(
         )
         asym_d = diff(f["best_val_auroc"], s["best_val_auroc"])
         test_d = diff(ft["auroc"] if ft else None, st["auroc"] if st else None)
+        paired = find_comparison(comparisons, "finetune", "scratch")
+        asym_claim = ci_claim(*(paired["ci_low"], paired["ci_high"]) if paired else (None, None))
         comparison = {
             "start_val_auroc_diff": start_d,
             "convergence_epochs_saved": conv_d,
             "best_val_auroc_diff": asym_d,
             "test_auroc_diff": test_d,
             "test_ci_overlap": ci_overlap,
-            "higher_start": None if start_d is None else start_d > 0,
-            "faster_convergence": None if conv_d is None else conv_d > 0,
-            "higher_asymptote": None if test_d is None else test_d > 0,
+            "test_paired": None if paired is None else {
+                k: (_round(v) if isinstance(v, float) else v) for k, v in paired.items()},
+            "higher_start_claim": "not tested",
+            "faster_convergence_claim": "not tested",
+            "higher_asymptote_claim": asym_claim,
+            "higher_start": None,
+            "faster_convergence": None,
+            "higher_asymptote": _claim_bool(asym_claim),
+            "near_chance": [p for p in ("finetune", "scratch") if epoch_paths[p].get("near_chance")],
         }
     return {"paths": per, "finetune_vs_scratch": comparison}
 
@@ -449,7 +650,11 @@ def subset_rows(rows: np.ndarray, row_patients: np.ndarray, chosen: Sequence[Any
 # Injected so tests and the stage share one orchestration: (kind, train_rows, seed, epochs) ->
 # (positive-class probabilities of the test rows, info dict).
 TrainPredict = Callable[[str, np.ndarray, int, int | None], tuple[np.ndarray, dict[str, Any]]]
-AucCi = Callable[[np.ndarray, np.ndarray], tuple[float, float, float]]
+# (y 0/1, score, patient of each image) -> (auc, ci_low, ci_high): patient-level interval.
+AucCi = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, float, float]]
+# (y, score_a, score_b, patients) -> (auc_a - auc_b, ci_low, ci_high, p): paired, patient-level.
+PairedTest = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[float, float, float, float]]
+CHALLENGER = "scratch"
 
 
 def run_learning_curve(
@@ -458,6 +663,7 @@ def run_learning_curve(
     row_patients: np.ndarray,
     row_labels: np.ndarray,
     test_labels: np.ndarray,
+    test_patients: np.ndarray,
     positive: int,
     fractions: Sequence[float],
     repeats: int,
@@ -465,25 +671,37 @@ def run_learning_curve(
     epochs: int | None,
     fit: TrainPredict,
     auc_ci: AucCi,
+    paired: PairedTest,
     reuse: Mapping[str, np.ndarray] | None = None,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Retrain each path on nested, stratified patient samples; one point per path/fraction/repeat.
 
-    ``row_patients`` / ``row_labels`` are aligned with ``train_rows``. ``reuse`` maps a path to the
-    main run's test-split positive-class probabilities: used instead of retraining for fraction 1.0
-    of repeat 0 (same patients, same seed) when the caller has checked that the epochs match.
+    ``row_patients`` / ``row_labels`` are aligned with ``train_rows``; ``test_labels`` /
+    ``test_patients`` with the test rows every retrained model predicts. ``reuse`` maps a path to
+    the main run's test-split positive-class probabilities: used instead of retraining for
+    fraction 1.0 of repeat 0 (same patients, same seed) when the caller has checked that the
+    epochs match.
+
+    Returns ``(points, pairs)``: ``pairs`` holds, per fraction and repeat, the paired
+    patient-level comparison (``paired``) of scratch with each pretrained path on the same test
+    images (``difference`` = scratch - pretrained).
     """
     train_rows = np.asarray(train_rows)
     row_patients = np.asarray(row_patients)
     y_test = (np.asarray(test_labels) == positive).astype(int)
+    test_patients = np.asarray(test_patients)
+    if len(test_patients) != len(y_test):
+        raise ValueError(f"test_patients has {len(test_patients)} entries, test labels {len(y_test)}")
     plabel = patient_labels(row_patients, np.asarray(row_labels), positive)
     points: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     for r in range(repeats):
         order = stratified_patient_order(plabel, [seed, r])
         for frac in sorted(fractions):
             chosen = sample_patients(order, frac)
             rows = subset_rows(train_rows, row_patients, chosen)
             n_pos = sum(1 for p in chosen if plabel[p] == positive)
+            scores: dict[str, np.ndarray] = {}
             for path in paths_to_run:
                 t0 = time.perf_counter()
                 run_seed = seed + r
@@ -496,7 +714,8 @@ def run_learning_curve(
                              path, 100 * frac, len(chosen), r)
                     probs, info = fit(path, rows, run_seed, epochs)
                     info = {"reused_main_run": False, **info}
-                auc, lo, hi = auc_ci(y_test, np.asarray(probs, dtype=float))
+                scores[path] = np.asarray(probs, dtype=float)
+                auc, lo, hi = auc_ci(y_test, scores[path], test_patients)
                 points.append(
                     {
                         "path": path,
@@ -513,7 +732,15 @@ def run_learning_curve(
                         **info,
                     }
                 )
-    return points
+            for ref in PRETRAINED_PATHS:
+                if CHALLENGER in scores and ref in scores:
+                    d, lo, hi, pv = paired(y_test, scores[CHALLENGER], scores[ref], test_patients)
+                    pairs.append({
+                        "challenger": CHALLENGER, "reference": ref, "fraction": float(frac),
+                        "repeat": r, "n_patients": len(chosen), "difference": _round(d),
+                        "ci_low": _round(lo), "ci_high": _round(hi), "p_value": _round(pv, 6),
+                    })
+    return points, pairs
 
 
 def summarise_learning_curve(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -544,25 +771,68 @@ def summarise_learning_curve(points: Sequence[Mapping[str, Any]]) -> list[dict[s
     return out
 
 
-def catch_up(summary: Sequence[Mapping[str, Any]], challenger: str = "scratch", reference: str = "finetune") -> dict[str, Any]:
-    """From which training-set size on the challenger's AUROC reaches the reference's lower CI bound."""
-    ref = {r["fraction"]: r for r in summary if r["path"] == reference}
-    cha = {r["fraction"]: r for r in summary if r["path"] == challenger}
-    fracs = sorted(set(ref) & set(cha))
+def summarise_pairs(pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (reference, fraction): mean over repeats of the paired difference and of its
+    interval bounds (as :func:`summarise_learning_curve` does for the AUROCs)."""
+    groups: dict[tuple[str, str, float], list[Mapping[str, Any]]] = {}
+    for p in pairs:
+        groups.setdefault((p["challenger"], p["reference"], p["fraction"]), []).append(p)
+
+    def mean(vals: list[Any]) -> float | None:
+        v = [x for x in vals if x is not None]
+        return _round(float(np.mean(v))) if len(v) == len(vals) and v else None
+
+    return [
+        {"challenger": c, "reference": ref, "fraction": f, "repeats": len(ps),
+         "n_patients": int(round(np.mean([p["n_patients"] for p in ps]))),
+         "difference": mean([p["difference"] for p in ps]),
+         "ci_low": mean([p["ci_low"] for p in ps]), "ci_high": mean([p["ci_high"] for p in ps])}
+        for (c, ref, f), ps in sorted(groups.items())
+    ]
+
+
+def catch_up_status(ci_low: float | None, margin: float) -> str:
+    """``better`` (paired CI of challenger - reference above 0), ``caught up`` (its lower bound
+    above -``margin``: non-inferior), ``not shown`` (lower bound at or below -margin), or
+    ``not tested`` (no interval)."""
+    if ci_low is None or not math.isfinite(ci_low):
+        return "not tested"
+    if ci_low > 0:
+        return "better"
+    if ci_low > -margin:
+        return "caught up"
+    return "not shown"
+
+
+def catch_up(
+    summary: Sequence[Mapping[str, Any]],
+    pair_summary: Sequence[Mapping[str, Any]],
+    margin: float,
+    challenger: str = CHALLENGER,
+    reference: str = "finetune",
+) -> dict[str, Any]:
+    """From which training-set size on the challenger is non-inferior to the reference.
+
+    At each size, :func:`catch_up_status` of the paired patient-level difference (challenger -
+    reference; ``pair_summary`` from :func:`summarise_pairs`) with the non-inferiority
+    ``margin``; ``from_patients`` is the smallest size from which it holds at every larger size.
+    """
+    auc = {(r["path"], r["fraction"]): r for r in summary}
+    rows = [r for r in pair_summary if r["challenger"] == challenger and r["reference"] == reference]
     per_size = []
-    for f in fracs:
-        a, b = cha[f], ref[f]
-        ok = None
-        if a["test_auroc"] is not None and b["ci_low"] is not None:
-            ok = a["test_auroc"] >= b["ci_low"]
+    for r in sorted(rows, key=lambda r: r["fraction"]):
+        status = catch_up_status(r["ci_low"], margin)
         per_size.append(
             {
-                "fraction": f,
-                "n_patients": b["n_patients"],
-                f"{challenger}_auroc": a["test_auroc"],
-                f"{reference}_auroc": b["test_auroc"],
-                f"{reference}_ci_low": b["ci_low"],
-                "caught_up": ok,
+                "fraction": r["fraction"],
+                "n_patients": r["n_patients"],
+                f"{challenger}_auroc": auc.get((challenger, r["fraction"]), {}).get("test_auroc"),
+                f"{reference}_auroc": auc.get((reference, r["fraction"]), {}).get("test_auroc"),
+                "difference": r["difference"],
+                "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"],
+                "status": status,
+                "caught_up": None if status == "not tested" else status in ("better", "caught up"),
             }
         )
     from_n = None
@@ -570,21 +840,34 @@ def catch_up(summary: Sequence[Mapping[str, Any]], challenger: str = "scratch", 
         if all(p["caught_up"] for p in per_size[i:]):
             from_n = per_size[i]["n_patients"]
             break
+
+    def ci_text(p: Mapping[str, Any]) -> str:
+        return (f"paired difference {_fmt(p['difference'])}, 95% CI {_fmt(p['ci_low'])} to "
+                f"{_fmt(p['ci_high'])}; margin {margin:g}")
+
     if not per_size:
         text = f"No sizes with both {challenger} and {reference}."
     elif from_n is None:
+        last = per_size[-1]
         text = (
-            f"{challenger} does not catch up with {reference} at the largest training set tried "
-            f"({per_size[-1]['n_patients']} patients)."
+            f"{challenger} is not shown to catch up with {reference} at the largest training set "
+            f"tried ({last['n_patients']} patients: {ci_text(last)})."
         )
     elif from_n == per_size[0]["n_patients"]:
         text = (
-            f"{challenger} is within {reference}'s 95% CI (or above it) at every size tried, from "
-            f"{from_n} patients on: the pretrained start is not shown to matter at these sizes."
+            f"{challenger} is non-inferior to {reference} (margin {margin:g}) at every size tried, "
+            f"from {from_n} patients on: the pretrained start is not shown to matter at these sizes."
         )
     else:
-        text = f"{challenger} catches up with {reference} from {from_n} training patients on."
-    return {"challenger": challenger, "reference": reference, "per_size": per_size, "from_patients": from_n, "text": text}
+        first = next(p for p in per_size if p["n_patients"] == from_n)
+        text = (f"{challenger} catches up with {reference} (non-inferior, margin {margin:g}) from "
+                f"{from_n} training patients on ({ci_text(first)}).")
+    return {"challenger": challenger, "reference": reference, "margin": margin,
+            "per_size": per_size, "from_patients": from_n, "text": text}
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 # --------------------------------------------------------------------------- assembly
@@ -595,8 +878,12 @@ def build_diagnostics(
     metrics: Mapping[str, Any],
     rules: Rules,
     learning_curve: Mapping[str, Any] | None,
+    comparisons: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The whole ``reports/diagnostics.json`` document (figures are added by the stage)."""
+    """The whole ``reports/diagnostics.json`` document (figures are added by the stage).
+
+    ``comparisons``: evaluation.json's paired comparisons on the test split (for the trifecta's
+    asymptote claim)."""
     epoch_paths = {p: epoch_curve_diagnostics(logs[p], rules) for p in EPOCH_PATHS if p in logs}
     linear = linear_validation_curve(logs["linear"], rules) if "linear" in logs else None
     paths_out: dict[str, Any] = dict(epoch_paths)
@@ -608,26 +895,25 @@ def build_diagnostics(
         "definitions": DEFINITIONS,
         "paths": paths_out,
         "verdicts": verdicts,
-        "trifecta": transfer_trifecta(epoch_paths, linear, metrics),
+        "trifecta": transfer_trifecta(epoch_paths, linear, metrics, comparisons),
         "learning_curve": learning_curve,
     }
 
 
 def learning_curve_block(
     points: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
     fractions: Sequence[float],
     repeats: int,
     epochs: int | None,
     reuse_note: str,
+    margin: float,
 ) -> dict[str, Any]:
-    """Points, per-size summary, catch-up analysis and the settings used."""
+    """Points, paired comparisons, per-size summaries, catch-up analysis and the settings used."""
     summary = summarise_learning_curve(points)
-    paths_present = {p["path"] for p in points}
-    catch = {
-        ref: catch_up(summary, "scratch", ref)
-        for ref in PRETRAINED_PATHS
-        if ref in paths_present and "scratch" in paths_present
-    }
+    pair_summary = summarise_pairs(pairs)
+    refs = sorted({p["reference"] for p in pairs}, key=PRETRAINED_PATHS.index)
+    catch = {ref: catch_up(summary, pair_summary, margin, CHALLENGER, ref) for ref in refs}
     return {
         "fractions": list(fractions),
         "repeats": repeats,
@@ -637,6 +923,10 @@ def learning_curve_block(
         "reuse": reuse_note,
         "points": points,
         "summary": summary,
+        "pairs": pairs,
+        "pair_summary": pair_summary,
+        "comparison_method": "paired, patient-level (test patients): envelope of the clustered "
+        "DeLong (Obuchowski 1997) and paired patient bootstrap intervals, as in evaluation.json",
         "scratch_catch_up": catch,
     }
 
@@ -685,12 +975,26 @@ def _positive(probs: np.ndarray, pos: int) -> np.ndarray:
     return p[:, pos] if p.ndim == 2 else p
 
 
-def delong_auc_ci(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
-    """AUROC and 95% DeLong CI via ``pipeline.metrics`` (the same estimator as metrics.json)."""
-    from pipeline.metrics import delong_auc_ci as _delong
+def clustered_auc_ci(y: np.ndarray, score: np.ndarray, patients: np.ndarray) -> tuple[float, float, float]:
+    """AUROC and its patient-level 95% CI (clustered DeLong, the estimator of metrics.json)."""
+    from pipeline.clustered import clustered_auc_ci as _clustered
 
-    auc, lo, hi, _var = _delong(np.asarray(y), np.asarray(score), CI_ALPHA)
+    auc, lo, hi, _var = _clustered(np.asarray(y), np.asarray(score), np.asarray(patients), CI_ALPHA)
     return float(auc), float(lo), float(hi)
+
+
+def make_paired_test(n_boot: int, seed: int) -> PairedTest:
+    """The paired patient-level comparison of evaluation.json's ``comparisons``
+    (:func:`pipeline.clustered.paired_comparison`: envelope of the clustered DeLong and paired
+    patient bootstrap intervals), as ``(diff, ci_low, ci_high, p)``."""
+    from pipeline.clustered import paired_comparison
+
+    def paired(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, patients: np.ndarray) -> tuple[float, float, float, float]:
+        c = paired_comparison(np.asarray(y), np.asarray(s1), np.asarray(s2), np.asarray(patients),
+                              n_boot, seed, CI_ALPHA)
+        return c["difference"], c["ci_low"], c["ci_high"], c["p_value"]
+
+    return paired
 
 
 def main_run_test_probs(pred_csv: Path, test_rows: np.ndarray, classes: Sequence[str], pos: int) -> np.ndarray:
@@ -708,7 +1012,7 @@ def pipeline_learning_curve(
     dataset: Any,
     params: Any,
     fit: TrainPredict,
-    auc_ci: AucCi = delong_auc_ci,
+    auc_ci: AucCi = clustered_auc_ci,
     predictions_dir: Path | None = None,
     paths_to_run: Sequence[str] = ("linear", "finetune", "scratch"),
 ) -> dict[str, Any]:
@@ -747,12 +1051,13 @@ def pipeline_learning_curve(
         )
     else:
         note = "Every point was retrained (no main-run predictions reused)."
-    points = run_learning_curve(
+    points, pairs = run_learning_curve(
         paths_to_run,
         train_rows,
         dataset.patients(train_rows),
         labels[train_rows],
         labels[test_rows],
+        dataset.patients(test_rows),
         pos,
         d.fractions,
         d.repeats,
@@ -760,9 +1065,11 @@ def pipeline_learning_curve(
         epochs,
         fit,
         auc_ci,
+        make_paired_test(params.evaluate.bootstrap_samples, params.seed),
         reuse=reuse,
     )
-    block = learning_curve_block(points, d.fractions, d.repeats, epochs, note)
+    block = learning_curve_block(points, pairs, d.fractions, d.repeats, epochs, note,
+                                 d.noninferiority_margin)
     block["n_training_patients_total"] = int(len(np.unique(dataset.patients(train_rows))))
     block["n_test_images"] = int(len(test_rows))
     return block

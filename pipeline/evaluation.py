@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline import paths
 from pipeline.params import Params
 from pipeline.errors import StageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ALPHA = 0.05
 EXTERNAL_PREFIX = "external/"  # evaluated split keys: "test", "external/<set name>"
 VALID_SPLITS = ("train", "val", "test", "external")
@@ -30,33 +31,75 @@ SEXES = ("M", "F", "O", "U")
 
 # Flat keys of reports/metrics.json, in order (README documents them).
 FLAT_KEYS = (
-    "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_boot_ci_low", "auroc_boot_ci_high",
-    "average_precision", "sensitivity", "specificity", "ppv", "npv", "balanced_accuracy",
-    "brier", "ece", "threshold", "n", "n_positive",
+    "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_image_ci_low", "auroc_image_ci_high",
+    "auroc_boot_ci_low", "auroc_boot_ci_high", "auroc_patient_weighted",
+    "average_precision", "sensitivity", "specificity", "ppv", "npv", "prevalence",
+    "balanced_accuracy", "brier", "ece", "threshold", "n", "n_patients", "n_positive",
 )
+DOMINANT_PATIENT_SHARE = 0.10  # a patient holding more of a split's images is noted
+AUROC_METHOD = (
+    "patient-level: envelope of the clustered DeLong (Obuchowski 1997) and patient bootstrap "
+    "intervals"
+)
+COMPARISON_METHOD = (
+    "paired, patient-level: envelope of the clustered DeLong (Obuchowski 1997) and paired patient "
+    "bootstrap intervals"
+)
+COMPARISON_METHOD_MULTICLASS = "paired clustered DeLong (Obuchowski 1997), patients as clusters"
 
 DEFINITIONS = {
     "auroc": "Area under the ROC curve of P(positive class); for more than 2 classes the macro "
     "average of one-vs-rest AUROCs.",
-    "auroc_ci": "DeLong 95% interval: AUROC ± 1.96·SE, SE from DeLong's structural components "
-    "(Sun & Xu 2014 fast algorithm), clipped to [0, 1]; for the macro AUROC the covariance of the "
-    "one-vs-rest AUROCs comes from the same per-image placement values.",
+    "unit_of_uncertainty": "The patient. Images of one patient are correlated, so every interval "
+    "and test treats the patient, not the image, as the independent unit: AUROC intervals and "
+    "paired comparisons by the clustered DeLong method (Obuchowski 1997, Biometrics 53:567-578), "
+    "proportions by design-effect-adjusted Wilson intervals, and a patient bootstrap as a "
+    "cross-check. Image-level DeLong intervals are kept for reference only (auroc_image).",
+    "auroc_ci": "Patient-level 95% interval: the envelope (lowest lower, highest upper bound) of "
+    "two patient-level intervals, the clustered DeLong Wald interval (AUROC ± 1.96·SE, SE from "
+    "Obuchowski's variance: per-image placement values summed per patient; equal to DeLong's with "
+    "one image per patient; for the macro AUROC the one-vs-rest Hajek projections summed per "
+    "patient; clipped to [0, 1]) and the patient bootstrap percentile interval (auroc_boot_ci). "
+    "The Wald interval alone is too narrow when one patient holds much of a split; the envelope "
+    "covers whenever either does.",
+    "auroc_image_ci": "Image-level DeLong 95% interval (Sun & Xu 2014 fast algorithm), treating "
+    "images as independent: too narrow when patients have several images; for reference only.",
+    "auroc_patient_weighted": "AUROC with each image weighted 1 / (images of its patient), so each "
+    "patient counts once in total (scikit-learn roc_auc_score sample_weight); macro one-vs-rest "
+    "for more than 2 classes. A point estimate; its interval is auroc_ci's.",
     "auroc_boot_ci": "Percentile 95% interval over bootstrap resamples of PATIENTS (all images of "
     "a drawn patient kept); resamples with a single class are skipped and counted.",
     "operating_point": "Threshold fixed on the validation split only (Youden's J = sensitivity + "
     "specificity - 1 maximised, or the highest threshold whose validation sensitivity reaches the "
     "target); a case is positive when P(positive) >= threshold.",
-    "wilson": "Sensitivity, specificity, PPV, NPV and accuracy carry Wilson score 95% intervals "
-    "(no continuity correction).",
+    "wilson": "Sensitivity, specificity, PPV, NPV and accuracy carry patient-level Wilson 95% "
+    "intervals: the proportion over images with a cluster-robust (ratio-estimator) variance "
+    "sum_i (k_i - p n_i)^2 / n^2 over patients, whose ratio to p(1-p)/n (the design effect, "
+    "floored at 1) divides the sample size given to Wilson's formula (Korn & Graubard 1998). "
+    "With one image per patient it is the plain Wilson interval.",
+    "predictive_values": "PPV and NPV depend on the prevalence: each block names the one it "
+    "assumes. By default the split's own (positive images / images); with evaluate.prevalence set "
+    "they are recomputed by Bayes from sensitivity and specificity, the interval running from the "
+    "values at both lower to both upper bounds (at least 90% coverage; the sample's values stay "
+    "as ppv_sample / npv_sample).",
     "brier": "Mean squared difference between P(positive) and the 0/1 outcome (multi-class "
     "without a positive class: sum over classes).",
     "ece": "Expected calibration error: over equal-width probability bins, the image-weighted "
     "mean of |mean predicted probability - observed fraction positive|; multi-class without a "
     "positive class uses the top-label confidence and correctness.",
-    "paired_delong": "AUROC difference of two paths on the same images; variance var_a + var_b - "
-    "2 cov_ab from DeLong's covariance; two-sided z-test p-value.",
+    "paired_comparison": "AUROC difference of two paths on the same images, patient-level and "
+    "paired, by two methods: the clustered DeLong Wald interval (variance var_a + var_b - 2 cov_ab "
+    "from Obuchowski's covariance) and the paired patient bootstrap percentile interval (the same "
+    "resampled patients for both paths). The reported interval is their envelope and the p-value "
+    "the larger of the two, so a difference counts only when both methods find it: the Wald "
+    "interval alone is too narrow when one patient holds much of a split. Verdict 'a higher' / "
+    "'b higher' only when that interval excludes 0, else 'not separated'. More than 2 classes "
+    "without a positive class: clustered DeLong only.",
+    "largest_patient_share": "The fraction of a split's images belonging to its patient with the "
+    "most images; above 10% it is noted, since the image-level AUROC then leans on that patient.",
     "subgroup_flag": "A subgroup is flagged (never dropped) when it has fewer than "
-    "min_subgroup_size images or lacks a class; AUROC is null when a class is missing.",
+    "min_subgroup_size images, fewer than min_subgroup_patients patients, or lacks a class; "
+    "AUROC is null when a class is missing.",
 }
 
 
@@ -171,8 +214,17 @@ class _Task:
         y = df["label"].map(self.lookup).to_numpy(dtype=np.int64)
         return y, df[self.prob_cols].to_numpy(dtype=np.float64)
 
-    def headline(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-        return M.headline_auc_ci(y, probs, self.pos if self.pos is not None else 1, ALPHA)
+    @property
+    def head_index(self) -> int:
+        return self.pos if self.pos is not None else 1
+
+    def headline(self, y: np.ndarray, probs: np.ndarray, patients: np.ndarray) -> dict[str, float]:
+        """Headline AUROC with its patient-level interval."""
+        return CL.headline_auc(y, probs, self.head_index, patients, ALPHA)
+
+    def headline_image(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """Headline AUROC with the image-level DeLong interval (reference only)."""
+        return M.headline_auc_ci(y, probs, self.head_index, ALPHA)
 
 
 def _operating_point(task: _Task, val: pd.DataFrame, params: Params) -> dict[str, Any] | None:
@@ -198,7 +250,7 @@ def _operating_point(task: _Task, val: pd.DataFrame, params: Params) -> dict[str
         return block
     thr = M.choose_threshold(yb, s, ev.operating_point, ev.target_sensitivity)
     block["threshold"] = thr
-    block["val"] = M.binary_metrics_at(yb, s, thr, ALPHA)
+    block["val"] = CL.binary_metrics_at(yb, s, thr, val["patient"].to_numpy(), ALPHA, ev.prevalence)
     return block
 
 
@@ -208,20 +260,28 @@ def _split_block(
     ev = params.evaluate
     y, probs = task.arrays(df)
     patients = df["patient"].to_numpy()
-    head = task.headline(y, probs)
+    head = task.headline(y, probs, patients)
+    image = task.headline_image(y, probs)
     boot_score = probs[:, task.pos] if task.k == 2 else probs
     boot_y = (y == task.pos) if task.k == 2 else y
     boot = M.bootstrap_auc_ci(boot_y, boot_score, patients, ev.bootstrap_samples, params.seed, ALPHA)
     out: dict[str, Any] = {
         "n": int(len(df)),
         "n_patients": int(len(np.unique(patients))),
+        "largest_patient_share": _largest_share(patients),
         "class_counts": {c: int((y == i).sum()) for i, c in enumerate(task.classes)},
         "n_positive": int((y == task.pos).sum()) if task.binary else None,
         "auroc": {
-            "value": head["auc"], "ci_low": head["ci_low"], "ci_high": head["ci_high"],
-            "se": float(np.sqrt(head["var"])) if np.isfinite(head["var"]) else float("nan"),
-            "method": "delong",
+            "value": head["auc"], **_envelope(head, boot), "se": _se(head["var"]),
+            "method": AUROC_METHOD, "unit": "patient",
+            "clustered_delong": {"ci_low": head["ci_low"], "ci_high": head["ci_high"]},
         },
+        "auroc_image": {
+            "value": image["auc"], "ci_low": image["ci_low"], "ci_high": image["ci_high"],
+            "se": _se(image["var"]), "method": "DeLong (images independent)", "unit": "image",
+        },
+        "auroc_patient_weighted": CL.patient_weighted_headline(y, probs, task.head_index, patients)
+        if np.isfinite(head["auc"]) else float("nan"),
         "auroc_bootstrap": {
             "value": boot["auc"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
             "unit": "patient", "n_groups": boot["n_groups"],
@@ -232,12 +292,11 @@ def _split_block(
         "at_threshold": None,
     }
     if task.k > 2:
-        ovr = M.ovr_auc_ci(y, probs, ALPHA)
+        ovr = CL.clustered_ovr_macro(y, probs, patients, ALPHA)
         out["per_class"] = {
             c: {
-                "n_positive": r["n_positive"], "auroc": r["auc"], "ci_low": r["ci_low"],
-                "ci_high": r["ci_high"],
-                "se": float(np.sqrt(r["var"])) if np.isfinite(r["var"]) else float("nan"),
+                "n_positive": int((y == i).sum()), "auroc": r["auc"], "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"], "se": _se(r["var"]), "unit": "patient",
                 "average_precision": M.average_precision(y == i, probs[:, i]),
             }
             for i, (c, r) in enumerate(zip(task.classes, ovr["per_class"]))
@@ -249,7 +308,7 @@ def _split_block(
         if task.k == 2:
             out["average_precision"] = M.average_precision(yb, s)
         if threshold is not None:
-            out["at_threshold"] = M.binary_metrics_at(yb, s, threshold, ALPHA)
+            out["at_threshold"] = CL.binary_metrics_at(yb, s, threshold, patients, ALPHA, ev.prevalence)
         out["calibration"] = M.calibration(yb, s, ev.calibration_bins)
         roc = [{"class": task.positive_class, **M.roc_points(yb, s)}]
         pr = [{"class": task.positive_class, **M.pr_points(yb, s)}]
@@ -263,13 +322,28 @@ def _split_block(
         "age_band": M.age_band_labels(df["age"].to_numpy(dtype=np.float64), ev.age_bands),
         "view": df["view"].to_numpy(dtype=object),
     }
-    out["subgroups"] = M.subgroup_table(
-        y, probs, attributes, patients, task.classes, task.pos, ev.min_subgroup_size, ALPHA
+    out["subgroups"] = CL.subgroup_table(
+        y, probs, attributes, patients, task.classes, task.pos, ev.min_subgroup_size,
+        ev.min_subgroup_patients, ALPHA,
     )
     return out
 
 
-def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str) -> list[dict]:
+def separation(ci_low: float, ci_high: float, a: str = "a", b: str = "b") -> str:
+    """``"<a> higher"`` / ``"<b> higher"`` when the interval of (a - b) excludes 0, else
+    ``"not separated"`` (``"undefined"`` without an interval)."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return "undefined"
+    if ci_low > 0:
+        return f"{a} higher"
+    if ci_high < 0:
+        return f"{b} higher"
+    return "not separated"
+
+
+def _comparisons(
+    task: _Task, joined: Mapping[str, pd.DataFrame], split: str, params: Params
+) -> list[dict]:
     rows = []
     for a, b in itertools.combinations(list(joined), 2):
         da = split_rows(joined[a], split)
@@ -279,19 +353,69 @@ def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str) ->
             continue
         y, pa = task.arrays(both)
         pb = both[[f"{c}_b" for c in task.prob_cols]].to_numpy(dtype=np.float64)
+        patients = both["patient"].to_numpy()
         if task.k == 2:
-            diff, lo, hi, p = M.delong_paired_test(y == task.pos, pa[:, task.pos], pb[:, task.pos], ALPHA)
-        else:
-            diff, lo, hi, p = M.ovr_paired_test(y, pa, pb, ALPHA)
-        rows.append(
-            {
-                "path_a": a, "path_b": b, "n": int(len(both)),
-                "auroc_a": task.headline(y, pa)["auc"], "auroc_b": task.headline(y, pb)["auc"],
-                "difference": diff, "ci_low": lo, "ci_high": hi, "p_value": p,
-                "method": "paired DeLong",
-            }
-        )
+            i = task.head_index
+            cmp = CL.paired_comparison(y == i, pa[:, i], pb[:, i], patients,
+                                       params.evaluate.bootstrap_samples, params.seed, ALPHA)
+            diff, lo, hi, p = cmp["difference"], cmp["ci_low"], cmp["ci_high"], cmp["p_value"]
+            method = COMPARISON_METHOD
+        else:  # macro one-vs-rest: clustered DeLong only
+            diff, lo, hi, p = CL.headline_paired_test(y, pa, pb, task.head_index, patients, ALPHA)
+            cmp = {"clustered_delong": {"ci_low": lo, "ci_high": hi, "p_value": p}, "bootstrap": None}
+            method = COMPARISON_METHOD_MULTICLASS
+        rows.append({
+            "path_a": a, "path_b": b, "n": int(len(both)),
+            "n_patients": int(len(np.unique(patients.astype(str)))),
+            "auroc_a": task.headline_image(y, pa)["auc"],
+            "auroc_b": task.headline_image(y, pb)["auc"],
+            "difference": diff, "ci_low": lo, "ci_high": hi, "p_value": p,
+            "method": method, "unit": "patient",
+            "verdict": separation(lo, hi, a, b),
+            "clustered_delong": cmp["clustered_delong"],
+            "bootstrap": cmp["bootstrap"],
+        })
     return rows
+
+
+def _largest_share(patients: np.ndarray) -> float:
+    """The fraction of the images that belongs to the patient with the most images."""
+    if len(patients) == 0:
+        return float("nan")
+    _, counts = np.unique(np.asarray(patients).astype(str), return_counts=True)
+    return float(counts.max() / len(patients))
+
+
+def comparison_notes(split: str, rows: list[dict]) -> list[str]:
+    """Notes for comparisons whose two patient-level methods disagree about separation (the
+    envelope then says 'not separated'; with one dominant patient the Wald interval is too
+    narrow)."""
+    notes = []
+    for r in rows:
+        b, w = r.get("bootstrap"), r.get("clustered_delong")
+        if not b or not w:
+            continue
+        boot = separation(b["ci_low"], b["ci_high"], r["path_a"], r["path_b"])
+        wald = separation(w["ci_low"], w["ci_high"], r["path_a"], r["path_b"])
+        if boot != wald:
+            notes.append(
+                f"{split}: {r['path_a']} vs {r['path_b']}: the clustered DeLong interval says "
+                f"'{wald}' ({w['ci_low']:.3f} to {w['ci_high']:.3f}), the paired patient bootstrap "
+                f"'{boot}' ({b['ci_low']:.3f} to {b['ci_high']:.3f}); reported: '{r['verdict']}'"
+            )
+    return notes
+
+
+def _envelope(wald: Mapping[str, float], boot: Mapping[str, Any]) -> dict[str, float]:
+    """The lowest lower and highest upper bound of two intervals (NaN unless both exist)."""
+    lows, highs = (wald["ci_low"], boot["ci_low"]), (wald["ci_high"], boot["ci_high"])
+    if not all(np.isfinite(v) for v in (*lows, *highs)):
+        return {"ci_low": float("nan"), "ci_high": float("nan")}
+    return {"ci_low": float(min(lows)), "ci_high": float(max(highs))}
+
+
+def _se(var: float) -> float:
+    return float(np.sqrt(var)) if np.isfinite(var) else float("nan")
 
 
 def _flat(task: _Task, block: dict[str, Any]) -> dict[str, Any]:
@@ -307,18 +431,23 @@ def _flat(task: _Task, block: dict[str, Any]) -> dict[str, Any]:
         "auroc": block["auroc"]["value"],
         "auroc_ci_low": block["auroc"]["ci_low"],
         "auroc_ci_high": block["auroc"]["ci_high"],
+        "auroc_image_ci_low": block["auroc_image"]["ci_low"],
+        "auroc_image_ci_high": block["auroc_image"]["ci_high"],
         "auroc_boot_ci_low": block["auroc_bootstrap"]["ci_low"],
         "auroc_boot_ci_high": block["auroc_bootstrap"]["ci_high"],
+        "auroc_patient_weighted": block["auroc_patient_weighted"],
         "average_precision": block.get("average_precision"),
         "sensitivity": thr("sensitivity"),
         "specificity": thr("specificity"),
         "ppv": thr("ppv"),
         "npv": thr("npv"),
+        "prevalence": at["prevalence"] if at is not None else None,
         "balanced_accuracy": thr("balanced_accuracy"),
         "brier": block["calibration"]["brier"],
         "ece": block["calibration"]["ece"],
         "threshold": at["threshold"] if at is not None else None,
         "n": block["n"],
+        "n_patients": block["n_patients"],
         "n_positive": block["n_positive"],
     }
     if block["per_class"]:
@@ -389,6 +518,12 @@ def evaluate_predictions(
         thr = op["threshold"] if op else None
         per_split = {s: _split_block(task, split_rows(df, s), thr, params) for s in splits}
         for s, blk in per_split.items():
+            if name == first and blk["largest_patient_share"] > DOMINANT_PATIENT_SHARE:
+                notes.append(
+                    f"{s}: one patient holds {100 * blk['largest_patient_share']:.0f}% of the "
+                    f"{blk['n']} images ({blk['n_patients']} patients); the image-level AUROC "
+                    "leans on that patient (see auroc_patient_weighted)"
+                )
             if not np.isfinite(blk["auroc"]["value"]):
                 counts = ", ".join(f"{c}: {k}" for c, k in blk["class_counts"].items())
                 notes.append(f"{name}/{s}: AUROC undefined, a class is missing ({counts})")
@@ -397,6 +532,9 @@ def evaluate_predictions(
         results[name] = {"operating_point": op, "splits": per_split}
         flat[name] = {s: _flat(task, b) for s, b in per_split.items()}
 
+    comparisons = {s: _comparisons(task, joined, s, params) for s in splits}
+    for s in splits:
+        notes.extend(comparison_notes(s, comparisons[s]))
     evaluation = {
         "schema_version": SCHEMA_VERSION,
         "classes": task.classes,
@@ -410,6 +548,8 @@ def evaluate_predictions(
             "calibration_bins": ev.calibration_bins,
             "bootstrap_samples": ev.bootstrap_samples,
             "min_subgroup_size": ev.min_subgroup_size,
+            "min_subgroup_patients": ev.min_subgroup_patients,
+            "prevalence": ev.prevalence,
             "age_bands": list(ev.age_bands),
         },
         "definitions": DEFINITIONS,
@@ -417,7 +557,8 @@ def evaluate_predictions(
         "paths": list(joined),
         "notes": notes,
         "results": results,
-        "comparisons": {s: _comparisons(task, joined, s) for s in splits},
+        "unit_of_uncertainty": "patient",
+        "comparisons": comparisons,
     }
     return flat, evaluation
 

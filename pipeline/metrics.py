@@ -1,5 +1,7 @@
-"""Clinical statistics: AUROC with DeLong and patient-bootstrap intervals, paired DeLong tests,
-Wilson intervals at an operating point chosen on validation, calibration, subgroups.
+"""Clinical statistics at the image level: AUROC with DeLong and patient-bootstrap intervals,
+paired DeLong tests, Wilson intervals at an operating point chosen on validation, calibration,
+age bands. The patient-level (clustered) intervals and tests built on these, and the subgroup
+table, are in :mod:`pipeline.clustered`.
 
 Pure functions: numpy arrays in, numbers and plain dicts out (JSON-ready, NaN where a quantity is
 undefined; :func:`pipeline.common.write_json` turns NaN into ``null``). Point estimates come from
@@ -13,7 +15,7 @@ the two-sided error level (0.05 → 95% intervals).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +29,7 @@ from sklearn.metrics import (
 )
 
 UNKNOWN = "unknown"
+YOUDEN_TIE_TOL = 1e-9  # Youden J values closer than this are ties
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +378,7 @@ def choose_threshold(
     """The operating threshold, from VALIDATION cases only (test/external never see it).
 
     ``youden``: the score maximising sensitivity + specificity - 1 (the highest such score on
-    ties). ``sensitivity``: the highest score whose sensitivity reaches ``target_sensitivity``
+    ties, J values within ``YOUDEN_TIE_TOL`` counting as tied). ``sensitivity``: the highest score whose sensitivity reaches ``target_sensitivity``
     (i.e. the first threshold met while lowering it), which gives the best specificity at that
     sensitivity. Candidates are the validation scores; positive means ``score >= threshold``.
     """
@@ -386,7 +389,10 @@ def choose_threshold(
     fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
     fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the +inf "nobody positive" point
     if method == "youden":
-        return float(thr[int(np.argmax(tpr - fpr))])
+        j = tpr - fpr
+        # Ties (up to float rounding: J values are differences of fractions) go to the highest
+        # threshold; roc_curve lists thresholds in decreasing order, so that is the first one.
+        return float(thr[int(np.flatnonzero(j >= j.max() - YOUDEN_TIE_TOL)[0])])
     if method == "sensitivity":
         if not 0 < target_sensitivity <= 1:
             raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
@@ -550,66 +556,3 @@ def headline_auc_ci(
         auc, lo, hi, var = delong_auc_ci(y_int == positive_index, probs[:, positive_index], alpha)
         return {"auc": auc, "ci_low": lo, "ci_high": hi, "var": var}
     return ovr_auc_ci(y_int, probs, alpha)["macro"]
-
-
-def subgroup_table(
-    y_int: np.ndarray,
-    probs: np.ndarray,
-    attributes: Mapping[str, np.ndarray],
-    patients: np.ndarray,
-    classes: Sequence[str],
-    positive_index: int | None,
-    min_size: int,
-    alpha: float = 0.05,
-) -> list[dict[str, Any]]:
-    """Headline AUROC with DeLong CI in every subgroup of every attribute (sex, age band, view).
-
-    Small or single-class subgroups are FLAGGED with the reason, never dropped: a reader must see
-    that a group exists and why it has no trustworthy number. AUROC is NaN when a class is
-    missing; the CI is NaN when a class has fewer than 2 cases.
-    """
-    y_int = np.asarray(y_int)
-    probs = np.asarray(probs, dtype=np.float64)
-    patients = np.asarray(patients)
-    k = probs.shape[1]
-    pos = positive_index if positive_index is not None else k - 1
-    rows = []
-    for attr, values in attributes.items():
-        values = np.asarray(values, dtype=object)
-        groups = sorted({str(v) for v in values}, key=lambda g: (g == UNKNOWN, g))
-        for g in groups:
-            sel = values.astype(str) == g
-            yg, pg = y_int[sel], probs[sel]
-            n = int(sel.sum())
-            flags = []
-            if n < min_size:
-                flags.append(f"fewer than {min_size} images (n={n})")
-            present = set(np.unique(yg).tolist())
-            if k == 2:
-                n_pos = int((yg == pos).sum())
-                if n_pos == 0 or n_pos == n:
-                    only = classes[pos] if n_pos == n else classes[1 - pos]
-                    flags.append(f"single class (only {only})")
-            else:
-                n_pos = int((yg == positive_index).sum()) if positive_index is not None else None
-                missing = [classes[j] for j in range(k) if j not in present]
-                if missing:
-                    flags.append(f"classes missing: {', '.join(missing)}")
-            res = headline_auc_ci(yg, pg, pos, alpha)
-            if np.isfinite(res["auc"]) and not np.isfinite(res["var"]):
-                flags.append("fewer than 2 images of a class: no DeLong interval")
-            rows.append(
-                {
-                    "attribute": attr,
-                    "group": g,
-                    "n": n,
-                    "n_patients": int(len(np.unique(patients[sel].astype(str)))),
-                    "n_positive": n_pos,
-                    "auroc": res["auc"],
-                    "ci_low": res["ci_low"],
-                    "ci_high": res["ci_high"],
-                    "flagged": bool(flags),
-                    "flags": flags,
-                }
-            )
-    return rows

@@ -226,6 +226,9 @@ class Evaluate(_Section):
     calibration_bins: int = Field(default=10, ge=2, le=100)
     bootstrap_samples: int = Field(default=1000, ge=100, le=100000)
     min_subgroup_size: int = Field(default=30, ge=1)
+    min_subgroup_patients: int = Field(default=10, ge=1)
+    # PPV/NPV at this prevalence (Bayes from sensitivity/specificity); None = the sample's.
+    prevalence: float | None = Field(default=None, gt=0, lt=1)
     age_bands: list[float] = Field(min_length=2)
 
     @model_validator(mode="after")
@@ -240,6 +243,8 @@ class Diagnose(_Section):
     overfit_k: int = Field(default=2, ge=1)
     gap_mild: float = Field(default=0.05, ge=0, le=1)
     gap_severe: float = Field(default=0.15, ge=0, le=1)
+    noninferiority_margin: float = Field(default=0.05, gt=0, lt=0.5)
+    chance_margin: float = Field(default=0.05, ge=0, lt=0.5)
     fractions: list[float] = Field(min_length=1)
     repeats: int = Field(default=1, ge=1, le=100)
     learning_curve_epochs: int | None = Field(default=None, ge=1)

@@ -160,8 +160,14 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
                 "test_auroc": a + 0.1 * f, "ci_low": a + 0.1 * f - 0.12, "ci_high": min(1, a + 0.1 * f + 0.12),
                 "reused_main_run": f == 1.0}
                for p_, a in (("linear", 0.7), ("finetune", 0.75), ("scratch", 0.55)) for f in (0.25, 0.5, 1.0)]
-        lc = D.learning_curve_block(pts, [0.25, 0.5, 1.0], 1, 3, "Fraction 1.0 reuses the main run.")
-        doc = D.build_diagnostics(logs, metrics, rules, lc)
+        auc = {(q["path"], q["fraction"]): q["test_auroc"] for q in pts}
+        pairs = [{"challenger": "scratch", "reference": ref, "fraction": f, "repeat": 0, "n_patients": int(20 * f),
+                  "difference": auc["scratch", f] - auc[ref, f], "ci_low": auc["scratch", f] - auc[ref, f] - 0.1,
+                  "ci_high": auc["scratch", f] - auc[ref, f] + 0.1, "p_value": 0.2}
+                 for ref in ("finetune", "linear") for f in (0.25, 0.5, 1.0)]
+        lc = D.learning_curve_block(pts, pairs, [0.25, 0.5, 1.0], 1, 3, "Fraction 1.0 reuses the main run.",
+                                    rules.noninferiority_margin)
+        doc = D.build_diagnostics(logs, metrics, rules, lc, evaluation["comparisons"]["test"])
         fd = root / paths.FIGURES / "diagnose"
         out = {"curves": figures.plot_training_curves(doc["paths"], fd / "curves.png"),
                "trifecta": figures.plot_trifecta(doc["paths"], fd / "trifecta.png"),

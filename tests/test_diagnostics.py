@@ -66,10 +66,14 @@ def test_epoch_diagnostics_best_gaps_onset_convergence() -> None:
     assert d["overfit_onset"] == {"epoch": 5, "rise_after_epoch": 3}
     assert d["start_val_auroc"] == pytest.approx(0.60)
     assert d["best_val_auroc"] == pytest.approx(0.80)
-    # 95% of 0.80 = 0.76: first reached at epoch 3 (0.78).
-    assert d["convergence"]["epochs"] == 3
-    assert d["convergence"]["threshold"] == pytest.approx(0.76)
-    assert d["convergence"]["seconds"] == pytest.approx(30.0)
+    # From chance: 0.5 + 0.95 x (0.80 - 0.5) = 0.785, first reached at epoch 4 (0.80); the old
+    # 0.95 x best (0.76) would have said epoch 3.
+    assert d["convergence"]["epochs"] == 4
+    assert d["convergence"]["threshold"] == pytest.approx(0.785)
+    assert d["convergence"]["seconds"] == pytest.approx(40.0)
+    assert d["near_chance"] is False
+    assert d["val_decline"] == {"peak_epoch": 4, "peak_val_auroc": 0.8, "last_val_auroc": 0.77,
+                                "drop": pytest.approx(0.03), "train_auroc_change": pytest.approx(0.07)}
     # gap 0.12 is between 0.05 and 0.15.
     assert d["verdict"]["level"] == "mild"
     assert "0.120" in d["verdict"]["text"]
@@ -103,6 +107,52 @@ def test_verdict_thresholds(gap, onset, level) -> None:
         assert f"{gap:.3f}" in v["text"]
 
 
+def test_convergence_counts_from_chance_and_a_near_chance_curve_does_not_converge() -> None:
+    # [0.52, 0.53, 0.54]: 0.95 x best = 0.513 would be "converged at epoch 1".
+    assert D.convergence_threshold(0.54) == pytest.approx(0.538)
+    assert D.convergence_index([0.52, 0.53, 0.54]) == 2  # epoch 3, not epoch 1
+    # With the default chance_margin (0.05) it is near chance: no convergence at all, so it can
+    # never look faster than a curve that learns.
+    assert D.convergence_index([0.52, 0.53, 0.54], chance_margin=0.05) is None
+    learning = [0.60, 0.75, 0.85, 0.86]  # threshold 0.842: epoch 3
+    assert D.convergence_index(learning, chance_margin=0.05) == 2
+    assert D.convergence_index([None, None]) is None
+    log = {"history": _history([1, .9, .8], [1, 1, 1], [.5, .55, .6], [0.52, 0.53, 0.54]),
+           "best_epoch": 3}
+    d = D.epoch_curve_diagnostics(log, RULES)
+    assert d["near_chance"] is True and d["convergence"] is None
+    # Its verdict says it did not learn before anything about overfitting.
+    assert d["verdict"]["near_chance"] is True
+    assert d["verdict"]["text"].startswith("Did not learn: the best validation AUROC is 0.540, below 0.550")
+    learnt = D.epoch_curve_diagnostics({**log, "history": _history([1, .9, .8], [1, 1, 1], [.6, .7, .8],
+                                                                    learning[:3])}, RULES)
+    assert learnt["verdict"]["near_chance"] is False and learnt["near_chance"] is False
+    assert not learnt["verdict"]["text"].startswith("Did not learn")
+
+
+def test_val_auroc_falling_from_its_peak_while_train_rises_is_never_no_overfitting() -> None:
+    # Fine-tune on the demo: val AUROC peaked at epoch 1 (0.708) and fell while train rose; the
+    # kept checkpoint is epoch 1, whose train-val gap is negative.
+    log = {"history": _history([0.7, 0.6, 0.5, 0.4], [0.69, 0.69, 0.69, 0.69],
+                               [0.60, 0.72, 0.80, 0.88], [0.708, 0.68, 0.66, 0.64]),
+           "best_epoch": 1}
+    d = D.epoch_curve_diagnostics(log, RULES)
+    assert d["at_best"]["auroc_gap"] < 0 and d["overfit_onset"] is None
+    assert d["verdict"]["level"] == "mild" and d["verdict"]["val_decline"] is True
+    assert "fell by 0.068 from its peak 0.708" in d["verdict"]["text"]
+    # A fall of gap_severe or more is severe.
+    steep = {**log, "history": _history([0.7, 0.6, 0.5, 0.4], [0.69] * 4,
+                                        [0.60, 0.72, 0.80, 0.88], [0.708, 0.62, 0.58, 0.55])}
+    assert D.epoch_curve_diagnostics(steep, RULES)["verdict"]["level"] == "severe"
+    # The same fall with a train AUROC that falls too is not the overfitting pattern.
+    both = {**log, "history": _history([0.7, 0.6, 0.5, 0.4], [0.69] * 4,
+                                       [0.60, 0.58, 0.57, 0.55], [0.708, 0.68, 0.66, 0.64])}
+    assert D.epoch_curve_diagnostics(both, RULES)["verdict"]["level"] == "no"
+    # A fall within gap_mild does not count.
+    small = {"drop": 0.04, "train_auroc_change": 0.2, "peak_val_auroc": 0.7}
+    assert D.verdict(0.0, False, RULES, decline=small)["level"] == "no"
+
+
 def test_linear_validation_curve_gap_at_chosen_c() -> None:
     log = {
         "best_C": 0.01,
@@ -118,6 +168,12 @@ def test_linear_validation_curve_gap_at_chosen_c() -> None:
     assert d["verdict"]["level"] == "mild"
     d2 = D.linear_validation_curve({**log, "best_C": 1.0}, RULES)
     assert d2["verdict"]["level"] == "severe"
+    assert d["verdict"]["near_chance"] is False
+    # A near-constant linear model (cv AUROC 0.52 at the chosen C) did not learn.
+    flat = {"best_C": 2e-6, "cv": [{"C": 2e-6, "train_auroc": 0.53, "cv_auroc": 0.52}]}
+    v = D.linear_validation_curve(flat, RULES)["verdict"]
+    assert v["level"] == "no" and v["near_chance"] is True
+    assert v["text"].startswith("Did not learn: the best cross-validated AUROC (at the chosen C) is 0.520")
     with pytest.raises(ValueError, match="not in the cv table"):
         D.linear_validation_curve({**log, "best_C": 5.0}, RULES)
 
@@ -134,21 +190,43 @@ def test_trifecta_and_build_diagnostics_json_roundtrip() -> None:
         "scratch": {"test": {"auroc": 0.66, "auroc_ci_low": 0.57, "auroc_ci_high": 0.72}},
         "linear": {"test": {"auroc": 0.80, "auroc_ci_low": 0.73, "auroc_ci_high": 0.87}},
     }
-    doc = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch, "linear": linear}, metrics, RULES, None)
+    separated = [{"path_a": "finetune", "path_b": "scratch", "difference": 0.15, "ci_low": 0.05,
+                  "ci_high": 0.25, "p_value": 0.003, "method": "paired clustered DeLong"}]
+    doc = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch, "linear": linear}, metrics, RULES,
+                              None, separated)
     cmp_ = doc["trifecta"]["finetune_vs_scratch"]
     assert cmp_["start_val_auroc_diff"] == pytest.approx(0.10)
-    # finetune converges at epoch 3; scratch: best .68, threshold .646 -> epoch 4.
-    assert cmp_["convergence_epochs_saved"] == 1
+    # finetune: threshold 0.785 -> epoch 4; scratch: best .68, threshold .671 -> epoch 4.
+    assert cmp_["convergence_epochs_saved"] == 0
     assert cmp_["test_auroc_diff"] == pytest.approx(0.15)
     assert cmp_["test_ci_overlap"] is False
-    assert cmp_["higher_start"] and cmp_["faster_convergence"] and cmp_["higher_asymptote"]
+    assert cmp_["higher_asymptote_claim"] == "yes" and cmp_["higher_asymptote"] is True
+    # No interval for start and convergence: differences reported, claims not made.
+    assert cmp_["higher_start_claim"] == "not tested" and cmp_["higher_start"] is None
+    assert cmp_["faster_convergence_claim"] == "not tested" and cmp_["faster_convergence"] is None
     assert doc["trifecta"]["paths"]["linear"]["start_val_auroc"] is None
     assert doc["trifecta"]["paths"]["linear"]["test"]["auroc"] == pytest.approx(0.80)
     assert set(doc["verdicts"]) == {"finetune", "scratch", "linear"}
     assert doc["verdicts"]["linear"]["level"] == "no"
-    assert doc["rules"] == {"overfit_k": 2, "gap_mild": 0.05, "gap_severe": 0.15}
+    assert doc["rules"] == {"overfit_k": 2, "gap_mild": 0.05, "gap_severe": 0.15,
+                            "noninferiority_margin": 0.05, "chance_margin": 0.05}
     assert "verdict" in doc["definitions"] and "scratch_catches_up" in doc["definitions"]
     json.dumps(doc, allow_nan=False)  # plain JSON
+    # A paired CI spanning 0 is "not separated", never "higher asymptote: yes", even though the
+    # point difference is positive; the comparison is found in either order.
+    spanning = [{"path_a": "scratch", "path_b": "finetune", "difference": -0.15, "ci_low": -0.31,
+                 "ci_high": 0.01, "p_value": 0.07, "method": "m"}]
+    doc = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch}, metrics, RULES, None, spanning)
+    cmp_ = doc["trifecta"]["finetune_vs_scratch"]
+    assert cmp_["test_auroc_diff"] > 0
+    assert cmp_["higher_asymptote_claim"] == "not separated" and cmp_["higher_asymptote"] is None
+    assert cmp_["test_paired"]["ci_low"] == pytest.approx(-0.01)
+    below = [{**spanning[0], "ci_low": 0.02, "ci_high": 0.3, "difference": 0.16}]  # scratch higher
+    cmp_ = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch}, metrics, RULES, None,
+                               below)["trifecta"]["finetune_vs_scratch"]
+    assert cmp_["higher_asymptote_claim"] == "no" and cmp_["higher_asymptote"] is False
+    none = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch}, metrics, RULES, None, None)
+    assert none["trifecta"]["finetune_vs_scratch"]["higher_asymptote_claim"] == "not tested"
 
 
 # --------------------------------------------------------------------------- learning curve
@@ -212,14 +290,31 @@ def test_run_learning_curve_orchestration_and_reuse() -> None:
         noise = np.random.default_rng(seed).normal(0, 20.0 / len(train_rows), len(y_test))
         return y_test + noise, {"best_epoch": 1}
 
-    def auc_ci(y, s):
+    test_patients = np.repeat(np.arange(20), 2)
+    paired_calls = []
+
+    def auc_ci(y, s, pats):
+        assert pats is test_patients or np.array_equal(pats, test_patients)
         a = roc_auc_score(y, s)
         return a, a - 0.05, min(1.0, a + 0.05)
 
+    def paired(y, s1, s2, pats):
+        assert np.array_equal(pats, test_patients)  # the same test patients for both paths
+        paired_calls.append((s1.copy(), s2.copy()))
+        d = roc_auc_score(y, s1) - roc_auc_score(y, s2)
+        return d, d - 0.1, d + 0.1, 0.5
+
     reuse = {"finetune": y_test.astype(float)}  # a perfect main run
-    pts = D.run_learning_curve(["finetune", "scratch"], rows, patients, labels, y_test, 1,
-                               [1.0, 0.25, 0.5], 2, 7, 3, fit, auc_ci, reuse=reuse)
+    pts, pairs = D.run_learning_curve(["finetune", "scratch"], rows, patients, labels, y_test,
+                                      test_patients, 1, [1.0, 0.25, 0.5], 2, 7, 3, fit, auc_ci,
+                                      paired, reuse=reuse)
     assert len(pts) == 2 * 3 * 2
+    # One paired comparison per fraction and repeat: scratch (challenger) vs finetune.
+    assert len(pairs) == 3 * 2 and {(p["challenger"], p["reference"]) for p in pairs} == {("scratch", "finetune")}
+    at_full = next(p for p in pairs if p["fraction"] == 1.0 and p["repeat"] == 0)
+    scratch_full = next(p for p in pts if p["path"] == "scratch" and p["fraction"] == 1.0 and p["repeat"] == 0)
+    assert at_full["difference"] == pytest.approx(scratch_full["test_auroc"] - 1.0, abs=1e-4)
+    assert any(np.array_equal(s2, y_test.astype(float)) for _s1, s2 in paired_calls)  # reused probs paired
     reused = [p for p in pts if p["reused_main_run"]]
     assert [(p["path"], p["fraction"], p["repeat"]) for p in reused] == [("finetune", 1.0, 0)]
     assert reused[0]["test_auroc"] == 1.0
@@ -233,26 +328,44 @@ def test_run_learning_curve_orchestration_and_reuse() -> None:
     assert s_ft[0.25]["n_patients"] < s_ft[0.5]["n_patients"] < s_ft[1.0]["n_patients"] == 32
 
 
-def test_catch_up_rule() -> None:
-    def row(path, f, n, a, lo):
-        return {"path": path, "fraction": f, "n_patients": n, "test_auroc": a, "ci_low": lo, "ci_high": a + 0.1}
+def _summary_and_pairs(rows):
+    """rows: (fraction, n_patients, scratch_auc, finetune_auc, diff_lo, diff_hi)."""
+    summary, pairs = [], []
+    for f, n, a_s, a_f, lo, hi in rows:
+        for path, a in (("scratch", a_s), ("finetune", a_f)):
+            summary.append({"path": path, "fraction": f, "n_patients": n, "test_auroc": a,
+                            "ci_low": a - 0.1, "ci_high": a + 0.1})
+        pairs.append({"challenger": "scratch", "reference": "finetune", "fraction": f, "repeat": 0,
+                      "n_patients": n, "difference": a_s - a_f, "ci_low": lo, "ci_high": hi,
+                      "p_value": 0.5})
+    return summary, D.summarise_pairs(pairs)
 
-    summary = [
-        row("finetune", 0.25, 10, 0.80, 0.70), row("scratch", 0.25, 10, 0.60, 0.50),
-        row("finetune", 0.5, 20, 0.82, 0.75), row("scratch", 0.5, 20, 0.76, 0.66),
-        row("finetune", 1.0, 40, 0.85, 0.79), row("scratch", 1.0, 40, 0.80, 0.72),
-    ]
-    c = D.catch_up(summary)
+
+def test_catch_up_rule_is_non_inferiority_on_the_paired_difference() -> None:
+    summary, pairs = _summary_and_pairs([
+        (0.25, 10, 0.60, 0.80, -0.30, -0.10),   # clearly worse
+        (0.5, 20, 0.78, 0.80, -0.045, 0.005),   # lower bound above -0.05: non-inferior
+        (1.0, 40, 0.86, 0.80, 0.01, 0.11),      # CI above 0: better
+    ])
+    c = D.catch_up(summary, pairs, 0.05)
+    assert [p["status"] for p in c["per_size"]] == ["not shown", "caught up", "better"]
     assert [p["caught_up"] for p in c["per_size"]] == [False, True, True]
-    assert c["from_patients"] == 20
-    assert "from 20 training patients" in c["text"]
+    assert c["from_patients"] == 20 and c["margin"] == 0.05
+    assert "from 20 training patients" in c["text"] and "-0.045" in c["text"]
+    # The demo's case: scratch 0.557 vs finetune 0.650 is not "caught up", although 0.557 lies
+    # above a finetune lower CI bound of 0.55 (the old rule).
+    summary, pairs = _summary_and_pairs([(1.0, 116, 0.557, 0.650, -0.17, -0.016)])
+    c = D.catch_up(summary, pairs, 0.05)
+    assert c["from_patients"] is None and c["per_size"][0]["status"] == "not shown"
+    assert "not shown to catch up" in c["text"] and "116 patients" in c["text"]
     # A catch-up that is lost again at the largest size does not count.
-    summary[-1] = row("scratch", 1.0, 40, 0.70, 0.60)
-    c = D.catch_up(summary)
-    assert c["from_patients"] is None and "does not catch up" in c["text"]
-    # Scratch at or above finetune's lower bound everywhere.
-    summary = [row("finetune", 1.0, 40, 0.80, 0.70), row("scratch", 1.0, 40, 0.70, 0.6)]
-    assert D.catch_up(summary)["from_patients"] == 40
+    summary, pairs = _summary_and_pairs([(0.5, 20, 0.79, 0.80, -0.04, 0.02), (1.0, 40, 0.7, 0.8, -0.2, -0.02)])
+    assert D.catch_up(summary, pairs, 0.05)["from_patients"] is None
+    # A wider margin accepts what a narrow one does not.
+    summary, pairs = _summary_and_pairs([(1.0, 40, 0.76, 0.80, -0.09, 0.01)])
+    assert D.catch_up(summary, pairs, 0.05)["from_patients"] is None
+    assert D.catch_up(summary, pairs, 0.10)["from_patients"] == 40
+    assert D.catch_up_status(None, 0.05) == "not tested"
 
 
 def test_learning_curve_block_lists_catch_up_against_each_pretrained_path() -> None:
@@ -261,10 +374,17 @@ def test_learning_curve_block_lists_catch_up_against_each_pretrained_path() -> N
          "test_auroc": a, "ci_low": a - 0.1, "ci_high": a + 0.1, "reused_main_run": False}
         for p, a in (("linear", 0.8), ("finetune", 0.9), ("scratch", 0.75))
     ]
-    b = D.learning_curve_block(pts, [1.0], 1, 3, "note")
+    pairs = [
+        {"challenger": "scratch", "reference": ref, "fraction": 1.0, "repeat": r, "n_patients": 10,
+         "difference": d, "ci_low": lo, "ci_high": d + 0.05, "p_value": 0.5}
+        for ref, d, lo in (("linear", -0.05, -0.04), ("finetune", -0.15, -0.2)) for r in (0, 1)
+    ]
+    b = D.learning_curve_block(pts, pairs, [1.0], 2, 3, "note", 0.05)
     assert set(b["scratch_catch_up"]) == {"finetune", "linear"}
     assert b["scratch_catch_up"]["linear"]["from_patients"] == 10
     assert b["scratch_catch_up"]["finetune"]["from_patients"] is None
+    assert [r["repeats"] for r in b["pair_summary"]] == [2, 2]
+    assert "Obuchowski" in b["comparison_method"]
 
 
 def test_main_run_probs_follow_test_row_order(tmp_path) -> None:
@@ -341,7 +461,8 @@ def test_pipeline_learning_curve_reuses_main_run_only_with_same_epochs(tmp_path)
     block = D.pipeline_learning_curve(ds, same, fit, predictions_dir=tmp_path, paths_to_run=["finetune"])
     assert seen == [] and block["points"][0]["reused_main_run"] is True
     assert "reuses the main run" in block["reuse"]
-    expected = D.delong_auc_ci((ds.labels()[test_rows] == 1).astype(int), probs[test_rows])[0]
+    expected = D.clustered_auc_ci((ds.labels()[test_rows] == 1).astype(int), probs[test_rows],
+                                  ds.patients(test_rows))[0]
     assert block["points"][0]["test_auroc"] == pytest.approx(expected, abs=1e-4)
     fewer = _params(fractions=[1.0], learning_curve_epochs=1)
     block = D.pipeline_learning_curve(ds, fewer, fit, predictions_dir=tmp_path, paths_to_run=["finetune"])
@@ -372,3 +493,16 @@ def test_make_fit_retrains_scratch_with_the_real_trainer() -> None:
     assert info == {"best_epoch": 1, "epochs_run": 1}
     with pytest.raises(ValueError, match="linear_inputs"):
         fit("linear", rows, 3, None)
+
+
+def test_learning_curve_paired_test_is_evaluations_patient_level_comparison() -> None:
+    from pipeline.clustered import paired_comparison
+
+    rng = np.random.default_rng(3)
+    pat = np.repeat(np.arange(30), 3)
+    y = rng.integers(0, 2, len(pat))
+    s1, s2 = y + rng.normal(size=len(y)), 0.5 * y + rng.normal(size=len(y))
+    got = D.make_paired_test(300, 5)(y, s1, s2, pat)
+    ref = paired_comparison(y, s1, s2, pat, 300, 5)
+    assert got == pytest.approx((ref["difference"], ref["ci_low"], ref["ci_high"], ref["p_value"]))
+    assert got[0] == pytest.approx(roc_auc_score(y, s1) - roc_auc_score(y, s2))

@@ -11,9 +11,16 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline.common import write_json
-from pipeline.evaluation import FLAT_KEYS, EvaluationError, evaluate_predictions
+from pipeline.evaluation import (
+    FLAT_KEYS,
+    EvaluationError,
+    comparison_notes,
+    evaluate_predictions,
+    separation,
+)
 from pipeline.params import REPO_ROOT, validate_params
 
 SIGNAL = {"linear": 1.5, "finetune": 2.5, "scratch": 0.3}
@@ -142,7 +149,59 @@ def test_evaluation_document(binary_result, tmp_path):
     assert cmp["difference"] == pytest.approx(cmp["auroc_a"] - cmp["auroc_b"])
     assert cmp["p_value"] < 0.05  # linear (signal 1.5) vs scratch (0.3)
     out = write_json(tmp_path / "e.json", ev)  # serialisable, NaN-free
-    assert json.loads(out.read_text())["schema_version"] == 1
+    assert json.loads(out.read_text())["schema_version"] == 2
+    assert cmp["unit"] == "patient" and "Obuchowski" in cmp["method"]
+    assert cmp["verdict"] == "linear higher" and cmp["n_patients"] == blk["n_patients"]
+    # The reported interval is the envelope of the two patient-level methods.
+    w, b = cmp["clustered_delong"], cmp["bootstrap"]
+    assert b["ci_low"] > 0 and w["ci_low"] > 0 and b["n_boot"] == 200
+    assert cmp["ci_low"] == pytest.approx(min(w["ci_low"], b["ci_low"]))
+    assert cmp["ci_high"] == pytest.approx(max(w["ci_high"], b["ci_high"]))
+    assert cmp["p_value"] == pytest.approx(max(w["p_value"], b["p_value"]))
+    assert ev["unit_of_uncertainty"] == "patient" and "Obuchowski" in ev["definitions"]["auroc_ci"]
+
+
+def test_intervals_are_patient_level_and_image_level_is_kept_for_reference(binary_result):
+    manifest, preds, params, metrics, ev = binary_result
+    df = preds["finetune"].merge(manifest[["row", "patient"]], on="row")
+    test = df[df["split"] == "test"]
+    y, s, pat = (test["label"] == "abnormal").to_numpy(), test["prob_abnormal"].to_numpy(), test["patient"].to_numpy()
+    auc, lo, hi, _ = CL.clustered_auc_ci(y, s, pat)
+    _, ilo, ihi, _ = M.delong_auc_ci(y, s)
+    m = metrics["finetune"]["test"]
+    # The patient-level interval: envelope of clustered DeLong and the patient bootstrap.
+    assert m["auroc"] == pytest.approx(auc)
+    assert m["auroc_ci_low"] == pytest.approx(min(lo, m["auroc_boot_ci_low"]))
+    assert m["auroc_ci_high"] == pytest.approx(max(hi, m["auroc_boot_ci_high"]))
+    blk0 = ev["results"]["finetune"]["splits"]["test"]["auroc"]["clustered_delong"]
+    assert (blk0["ci_low"], blk0["ci_high"]) == pytest.approx((lo, hi))
+    assert (m["auroc_image_ci_low"], m["auroc_image_ci_high"]) == pytest.approx((ilo, ihi))
+    assert m["auroc_patient_weighted"] == pytest.approx(CL.patient_weighted_auc(y, s, pat))
+    assert m["n_patients"] == len(set(pat)) < m["n"]
+    blk = ev["results"]["finetune"]["splits"]["test"]
+    assert blk["auroc"]["unit"] == "patient" and blk["auroc_image"]["unit"] == "image"
+    sens = blk["at_threshold"]["sensitivity"]
+    assert sens["n_patients"] == len(set(pat[y])) and sens["design_effect"] >= 1
+    assert m["prevalence"] == pytest.approx(y.mean())
+    assert blk["at_threshold"]["ppv"]["prevalence_source"] == "sample"
+
+
+def test_prevalence_setting_recomputes_ppv_npv_by_bayes():
+    manifest, preds = _make(seed=5)
+    params = validate_params(_params(prevalence=0.1))
+    metrics, ev = evaluate_predictions(preds, manifest, params)
+    m = metrics["finetune"]["test"]
+    sens, spec = m["sensitivity"], m["specificity"]
+    assert m["prevalence"] == 0.1
+    assert m["ppv"] == pytest.approx(0.1 * sens / (0.1 * sens + 0.9 * (1 - spec)))
+    assert m["npv"] == pytest.approx(0.9 * spec / (0.9 * spec + 0.1 * (1 - sens)))
+    at = ev["results"]["finetune"]["splits"]["test"]["at_threshold"]
+    assert at["ppv"]["prevalence_source"] == "evaluate.prevalence"
+    c = at["confusion"]
+    assert at["ppv_sample"]["prevalence"] == pytest.approx((c["tp"] + c["fn"]) / at["n"])
+    assert at["ppv_sample"]["value"] == pytest.approx(c["tp"] / (c["tp"] + c["fp"]))
+    assert at["ppv_sample"]["prevalence_source"] == "sample"
+    assert ev["settings"]["prevalence"] == 0.1
 
 
 def test_sensitivity_operating_point():
@@ -193,3 +252,26 @@ def test_bad_inputs_are_clear_errors():
     assert ev["splits"] == ["test"] and any("no rows of it" in n for n in ev["notes"])
 
 
+
+
+def test_a_dominant_patient_and_a_disagreeing_bootstrap_are_noted():
+    manifest, preds = _make(seed=6)
+    test_rows = preds["linear"].loc[preds["linear"]["split"] == "test", "row"].to_numpy()
+    manifest.loc[manifest["row"].isin(test_rows[:40]), "patient"] = "dominant"
+    metrics, ev = evaluate_predictions(preds, manifest, validate_params(_params()))
+    blk = ev["results"]["linear"]["splits"]["test"]
+    assert blk["largest_patient_share"] == pytest.approx(40 / blk["n"])
+    assert any(n.startswith("test: one patient holds") for n in ev["notes"])
+    assert not any(n.startswith("external/external: one patient") for n in ev["notes"])
+    rows = [{"path_a": "a", "path_b": "b", "verdict": "not separated",
+             "clustered_delong": {"ci_low": 0.01, "ci_high": 0.1},
+             "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}},
+            {"path_a": "a", "path_b": "c", "verdict": "not separated",
+             "clustered_delong": {"ci_low": -0.01, "ci_high": 0.1},
+             "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}}]
+    notes = comparison_notes("test", rows)
+    assert len(notes) == 1 and "a vs b" in notes[0] and "says 'a higher'" in notes[0]
+    assert separation(0.01, 0.2, "a", "b") == "a higher"
+    assert separation(-0.3, -0.01, "a", "b") == "b higher"
+    assert separation(-0.1, 0.1) == "not separated"
+    assert separation(float("nan"), 0.1) == "undefined"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from pipeline import clustered as CL
 from pipeline import metrics as M
 
 # Hanley & McNeil (1982), Radiology 143:29-36, Table 1: CT ratings 1-5 of 58 normal and 51
@@ -212,6 +213,20 @@ def test_choose_threshold_youden_and_sensitivity():
         M.choose_threshold(np.zeros(4), np.arange(4.0), "youden")
 
 
+def test_youden_tie_within_float_rounding_goes_to_the_highest_threshold():
+    # 10 positives, 10 negatives, scores descending. At 0.85: sens 7/10, 1 - spec 1/10 ->
+    # J = 0.7 - 0.1; at 0.55: sens 9/10, 1 - spec 3/10 -> J = 0.9 - 0.3. Both are 0.6, but in
+    # floating point the second is larger by one ulp; an exact argmax would pick 0.55.
+    labels = [0] + [1] * 7 + [0, 0, 1, 1] + [0] * 7 + [1]
+    y = np.array(labels)
+    s = np.linspace(0.95, 0.0, len(y)).round(3)
+    fpr_t, tpr_t = 1 / 10, 7 / 10
+    assert (0.9 - 0.3) > (tpr_t - fpr_t)  # the rounding this test is about
+    thr = M.choose_threshold(y, s, "youden")
+    pred = s >= thr
+    assert (pred & (y == 1)).sum() == 7 and (pred & (y == 0)).sum() == 1
+
+
 def test_binary_metrics_at_threshold():
     y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
     s = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1, 0.4, 0.5])
@@ -267,8 +282,9 @@ def test_subgroup_flags():
     probs = np.c_[1 - p1, p1]
     # 100 images in "A" (both classes), 15 in "B" (only positives), 5 in "C" (only positives)
     sex = np.array(["A"] * 100 + ["B"] * 15 + ["C"] * 5, dtype=object)
-    rows = M.subgroup_table(
-        y, probs, {"sex": sex}, np.arange(n), ["normal", "abnormal"], 1, min_size=30
+    rows = CL.subgroup_table(
+        y, probs, {"sex": sex}, np.arange(n), ["normal", "abnormal"], 1, min_size=30,
+        min_patients=1,
     )
     by = {r["group"]: r for r in rows}
     assert set(by) == {"A", "B", "C"}  # nothing dropped

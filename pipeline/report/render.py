@@ -896,9 +896,9 @@ def _section_overfitting(inp: ReportInputs, figs: dict[str, Figure]) -> list[dic
         if cmp_:
             yn = (lambda v: "n/a" if v is None else "yes" if v else "no")
             blocks.append(p(
-                f"finetune vs scratch: higher start {yn(cmp_.get('higher_start'))} (Δ {fnum(cmp_.get('start_val_auroc_diff'))}), "
-                f"faster convergence {yn(cmp_.get('faster_convergence'))} ({fnum(cmp_.get('convergence_epochs_saved'))} epochs saved), "
-                f"higher asymptote {yn(cmp_.get('higher_asymptote'))} (test Δ {fnum(cmp_.get('test_auroc_diff'))}; "
+                f"finetune vs scratch: higher start {cmp_.get('higher_start_claim') or yn(cmp_.get('higher_start'))} (Δ {fnum(cmp_.get('start_val_auroc_diff'))}), "
+                f"faster convergence {cmp_.get('faster_convergence_claim') or yn(cmp_.get('faster_convergence'))} ({fnum(cmp_.get('convergence_epochs_saved'))} epochs saved), "
+                f"higher asymptote {cmp_.get('higher_asymptote_claim') or yn(cmp_.get('higher_asymptote'))} (test Δ {fnum(cmp_.get('test_auroc_diff'))}; "
                 f"95% CIs {'overlap' if cmp_.get('test_ci_overlap') else 'do not overlap' if cmp_.get('test_ci_overlap') is False else 'n/a'})."
             ))
         blocks.append(p(f"Definitions: {defs.get('starting_performance', '')} {defs.get('convergence', '')} {defs.get('asymptote', '')}"))

@@ -25,13 +25,14 @@ def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
     start = time.perf_counter()
     logs = {p: read_json(workspace.require(paths.train_log(p), p)) for p in paths.PATHS}
     metrics = read_json(workspace.require(paths.METRICS, "evaluate"))
+    evaluation = read_json(workspace.require(paths.EVALUATION, "evaluate"))
     rules = D.Rules.from_params(params)
 
     dataset = load_dataset(params, root=workspace.root)
     linear_inputs = load_linear_inputs(workspace.root)
     fit = D.make_fit(dataset, params, linear_inputs)
     lc = D.pipeline_learning_curve(dataset, params, fit, predictions_dir=workspace.path(paths.PREDICTIONS))
-    doc = D.build_diagnostics(logs, metrics, rules, lc)
+    doc = D.build_diagnostics(logs, metrics, rules, lc, (evaluation.get("comparisons") or {}).get("test"))
 
     fig_dir = workspace.path(FIGURE_DIR)
     out = {
