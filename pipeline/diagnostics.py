@@ -24,7 +24,8 @@ them verbatim) live in :data:`DEFINITIONS`.
          "wall_time_s", "verdict": <verdict>},
        "linear": {"curve": [{C, train_auroc, cv_auroc, cv_auroc_std, gap}], "best_C", "at_best": {..},
          "verdict": <verdict>}},
-     "verdicts": {path: <verdict>},  # <verdict> = {level: no|mild|severe|unknown, gap, onset, val_decline, near_chance, text}
+     "verdicts": {path: <verdict>},
+       # <verdict> = {level: no|mild|severe|unknown, gap, onset, val_decline, near_chance, text}
      "trifecta": {"paths": {path: {start_val_auroc, convergence_epochs, convergence_seconds,
          best_val_auroc, [best_cv_auroc, note], test: {auroc, ci_low, ci_high}}},
        "finetune_vs_scratch": {start_val_auroc_diff, convergence_epochs_saved, best_val_auroc_diff,
@@ -132,7 +133,7 @@ def _num(x: Any) -> float:
         return math.nan
 
 
-def _opt(x: float) -> float | None:
+def _opt(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
@@ -151,7 +152,7 @@ class Rules:
     chance_margin: float = 0.05
 
     @classmethod
-    def from_params(cls, params: Any) -> "Rules":
+    def from_params(cls, params: Any) -> Rules:
         d = params.diagnose
         return cls(overfit_k=d.overfit_k, gap_mild=d.gap_mild, gap_severe=d.gap_severe,
                    noninferiority_margin=d.noninferiority_margin, chance_margin=d.chance_margin)
@@ -343,7 +344,7 @@ def linear_validation_curve(linear_log: Mapping[str, Any], rules: Rules) -> dict
     if "best_C" not in linear_log:
         raise ValueError("linear log has no best_C")
     best_c = float(linear_log["best_C"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in cv:
         missing = [k for k in ("C", "train_auroc", "cv_auroc") if k not in r]
         if missing:
@@ -989,7 +990,9 @@ def make_paired_test(n_boot: int, seed: int) -> PairedTest:
     patient bootstrap intervals), as ``(diff, ci_low, ci_high, p)``."""
     from pipeline.clustered import paired_comparison
 
-    def paired(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, patients: np.ndarray) -> tuple[float, float, float, float]:
+    def paired(
+        y: np.ndarray, s1: np.ndarray, s2: np.ndarray, patients: np.ndarray
+    ) -> tuple[float, float, float, float]:
         c = paired_comparison(np.asarray(y), np.asarray(s1), np.asarray(s2), np.asarray(patients),
                               n_boot, seed, CI_ALPHA)
         return c["difference"], c["ci_low"], c["ci_high"], c["p_value"]

@@ -19,8 +19,8 @@ import pandas as pd
 from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline import paths
-from pipeline.params import Params
 from pipeline.errors import StageError
+from pipeline.params import Params
 
 SCHEMA_VERSION = 2
 ALPHA = 0.05
@@ -299,7 +299,7 @@ def _split_block(
                 "ci_high": r["ci_high"], "se": _se(r["var"]), "unit": "patient",
                 "average_precision": M.average_precision(y == i, probs[:, i]),
             }
-            for i, (c, r) in enumerate(zip(task.classes, ovr["per_class"]))
+            for i, (c, r) in enumerate(zip(task.classes, ovr["per_class"], strict=True))
         }
         aps = [v["average_precision"] for v in out["per_class"].values()]
         out["average_precision"] = float(np.mean(aps))  # NaN if a class is absent
@@ -525,8 +525,8 @@ def evaluate_predictions(
                     "leans on that patient (see auroc_patient_weighted)"
                 )
             if not np.isfinite(blk["auroc"]["value"]):
-                counts = ", ".join(f"{c}: {k}" for c, k in blk["class_counts"].items())
-                notes.append(f"{name}/{s}: AUROC undefined, a class is missing ({counts})")
+                present = ", ".join(f"{c}: {k}" for c, k in blk["class_counts"].items())
+                notes.append(f"{name}/{s}: AUROC undefined, a class is missing ({present})")
         if op is not None and op["note"]:
             notes.append(f"{name}: {op['note']}")
         results[name] = {"operating_point": op, "splits": per_split}

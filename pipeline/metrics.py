@@ -378,7 +378,8 @@ def choose_threshold(
     """The operating threshold, from VALIDATION cases only (test/external never see it).
 
     ``youden``: the score maximising sensitivity + specificity - 1 (the highest such score on
-    ties, J values within ``YOUDEN_TIE_TOL`` counting as tied). ``sensitivity``: the highest score whose sensitivity reaches ``target_sensitivity``
+    ties, J values within ``YOUDEN_TIE_TOL`` counting as tied). ``sensitivity``: the highest
+    score whose sensitivity reaches ``target_sensitivity``
     (i.e. the first threshold met while lowering it), which gives the best specificity at that
     sensitivity. Candidates are the validation scores; positive means ``score >= threshold``.
     """
@@ -536,7 +537,7 @@ def age_band_labels(age: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     age = np.asarray(age, dtype=np.float64)
     edges = list(edges)
     out = np.full(len(age), UNKNOWN, dtype=object)
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         last = i == len(edges) - 2
         sel = (age >= lo) & ((age <= hi) if last else (age < hi))
         out[sel] = f"[{_fmt_edge(lo)}, {_fmt_edge(hi)}{']' if last else ')'}"

@@ -18,7 +18,7 @@ def _history(train_loss, val_loss, train_auroc, val_auroc):
     return [
         {"epoch": i + 1, "train_loss": tl, "val_loss": vl, "train_auroc": ta, "val_auroc": va,
          "lr": {"head": 0.01}, "seconds": 10.0}
-        for i, (tl, vl, ta, va) in enumerate(zip(train_loss, val_loss, train_auroc, val_auroc))
+        for i, (tl, vl, ta, va) in enumerate(zip(train_loss, val_loss, train_auroc, val_auroc, strict=True))
     ]
 
 

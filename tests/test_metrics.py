@@ -221,7 +221,7 @@ def test_youden_tie_within_float_rounding_goes_to_the_highest_threshold():
     y = np.array(labels)
     s = np.linspace(0.95, 0.0, len(y)).round(3)
     fpr_t, tpr_t = 1 / 10, 7 / 10
-    assert (0.9 - 0.3) > (tpr_t - fpr_t)  # the rounding this test is about
+    assert (tpr_t - fpr_t) < (0.9 - 0.3)  # the rounding this test is about
     thr = M.choose_threshold(y, s, "youden")
     pred = s >= thr
     assert (pred & (y == 1)).sum() == 7 and (pred & (y == 0)).sum() == 1
