@@ -86,3 +86,16 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") ->
     from tqdm.auto import tqdm
 
     return iter(tqdm(iterable, total=total, desc=desc, disable=not show_progress(), leave=False))
+
+
+def write_csv(df: Any, path: str | Path, **to_csv: Any) -> Path:
+    """Write a DataFrame as CSV, atomically, every text field quoted (``csv.QUOTE_NONNUMERIC``) so
+    that commas, quotes, ``\\r``, ``\\n`` and non-ASCII text round-trip through ``pandas.read_csv``."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n", encoding="utf-8", **to_csv)
+    os.replace(tmp, path)
+    return path

@@ -58,6 +58,11 @@ UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
 CORRUPT_PIXEL_DATA = "corrupt_pixel_data"
 INVALID_VOI_LUT = "invalid_voi_lut"
 BLANK_IMAGE = "blank_image"
+TOO_LARGE = "too_large"
+TRUNCATED_PIXEL_DATA = "truncated_pixel_data"
+INVALID_RESCALE = "invalid_rescale"
+INVALID_WINDOW = "invalid_window"
+NON_FINITE_IMAGE = "non_finite_image"
 
 #: Every reason this module can return, with what it means (the README/tests use this table).
 DECODE_REASONS: dict[str, str] = {
@@ -74,11 +79,44 @@ DECODE_REASONS: dict[str, str] = {
     CORRUPT_PIXEL_DATA: "the pixel data cannot be decoded (truncated, bad codestream, wrong shape)",
     INVALID_VOI_LUT: "the VOI window/LUT is invalid (e.g. WindowWidth < 1); set ingest.apply_voi_lut: false to ignore it",
     BLANK_IMAGE: "every pixel has the same value after the VOI/normalisation",
+    TOO_LARGE: "Rows x Columns x SamplesPerPixel x frames above ingest.max_pixels, or a deflated "
+               "data set that inflates past the limit (decided before decoding)",
+    TRUNCATED_PIXEL_DATA: "fewer pixel bytes than declared, or a JPEG / JPEG 2000 codestream without its "
+                          "end marker, or a decoder warning about missing data",
+    INVALID_RESCALE: "RescaleSlope/RescaleIntercept zero, non-finite, or overflowing float32 over the pixel range",
+    INVALID_WINDOW: "WindowCenter/WindowWidth invalid (width < 1, non-finite, overflowing float32)",
+    NON_FINITE_IMAGE: "the decoded image holds NaN or infinity (a guard: earlier rules should catch it)",
 }
+
+#: DICOM defined terms (PS3.3 C.7.3.1.1.1, C.7.6.3.1.2): only these are ever quoted in a reason;
+#: any other value shows as <invalid> (a malformed element can swallow names and IDs).
+MODALITY_TERMS = frozenset(
+    "AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS KER KO "
+    "LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN POS PR PT PX REG RESP RF RG "
+    "RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN "
+    "TEXTUREMAP TG US VA XA XAPROTOCOL XC DR".split()
+)
+PHOTOMETRIC_TERMS = frozenset(
+    ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL",
+     "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB")
+)
+VIEW_TERMS = frozenset("AP PA LL RL RLD LLD RLO LLO LAT LATERAL AP_LLD PA_LLD".split())
+#: float32 range: modality or window values beyond it overflow the float32 image.
+_F32_MAX = float(np.finfo(np.float32).max) / 16
+
+
+def coded(value: str, terms: frozenset[str]) -> str:
+    """A coded header value as it may appear in an output: itself when a defined term, else
+    ``<invalid>`` (never raw header bytes); empty stays ``missing``."""
+    if not value:
+        return "missing"
+    return value if value in terms else "<invalid>"
+
 
 # pydicom's warnings about non-conformant values quote the values, which can be names or IDs:
 # keep them out of logs (privacy); the outcome of each file is recorded by ingest instead.
-logging.getLogger("pydicom").setLevel(logging.ERROR)
+# Its decoder errors are logged with tracebacks at ERROR level: ingest summarises them instead.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 DEFAULT_MODALITIES: tuple[str, ...] = ("CR", "DX", "RG", "DR")
 _GREY = ("MONOCHROME1", "MONOCHROME2")
@@ -138,6 +176,7 @@ class DecodeOptions:
     apply_voi_lut: bool = True
     modalities: tuple[str, ...] | None = DEFAULT_MODALITIES  # None: any modality
     min_size: int = 1
+    max_pixels: int = 6000 * 6000  # samples: Rows x Columns x SamplesPerPixel x frames
 
 
 # A linear operator on 2-D float32 images (e.g. an area resize), applied before the final
@@ -175,11 +214,12 @@ def header_facts(ds: Dataset) -> HeaderFacts:
     """Read the header facts (raises on a malformed header; the caller maps that to a reason)."""
     tsyntax = ds.file_meta.get("TransferSyntaxUID", "") if hasattr(ds, "file_meta") else ""
     patient = _text(ds, "PatientID")
+    view = _text(ds, "ViewPosition").upper()
     return HeaderFacts(
         patient_id=patient or None,
         sex=normalise_sex(ds.get("PatientSex")),
         age=parse_age(ds.get("PatientAge")),
-        view=_text(ds, "ViewPosition").upper(),
+        view=view if view in VIEW_TERMS else "",  # anything else: unknown (never raw text)
         modality=_text(ds, "Modality").upper(),
         rows=int(ds.get("Rows") or 0),
         columns=int(ds.get("Columns") or 0),
@@ -195,16 +235,24 @@ def _check_header(ds: Dataset, h: HeaderFacts, opts: DecodeOptions) -> Rejection
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             return Rejection(UNSUPPORTED_BIT_DEPTH, "float pixel data")
+        if "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds:
+            # An image header whose pixel data is gone: a file cut short, not a non-image object.
+            return Rejection(TRUNCATED_PIXEL_DATA, "image header without its pixel data")
         return Rejection(NO_PIXEL_DATA)
     if opts.modalities is not None and h.modality not in {m.upper() for m in opts.modalities}:
-        return Rejection(MODALITY_NOT_RADIOGRAPH, h.modality or "missing")
+        return Rejection(MODALITY_NOT_RADIOGRAPH, coded(h.modality, MODALITY_TERMS))
     frames = ds.get("NumberOfFrames")
-    if frames not in (None, "") and int(frames) > 1:
-        return Rejection(MULTI_FRAME, f"{int(frames)} frames")
+    n_frames = 1 if frames in (None, "") else int(frames)
     if h.photometric not in _GREY + _MAYBE_GREY:
-        return Rejection(PHOTOMETRIC_NOT_GREY, h.photometric or "missing")
+        return Rejection(PHOTOMETRIC_NOT_GREY, coded(h.photometric, PHOTOMETRIC_TERMS))
     if h.rows < 1 or h.columns < 1:
         return Rejection(CORRUPT_HEADER, f"Rows/Columns {h.rows}x{h.columns}")
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    declared = h.rows * h.columns * max(samples, 1) * max(n_frames, 1)
+    if declared > opts.max_pixels:  # before any pixel is decoded or allocated
+        return Rejection(TOO_LARGE, f"{h.rows}x{h.columns}x{samples}x{n_frames} > {opts.max_pixels} samples")
+    if n_frames > 1:
+        return Rejection(MULTI_FRAME, f"{n_frames} frames")
     if min(h.rows, h.columns) < opts.min_size:
         return Rejection(TOO_SMALL, f"{h.rows}x{h.columns} < {opts.min_size}")
     allocated = int(ds.get("BitsAllocated") or 0)
@@ -235,13 +283,13 @@ def _native_pixels(ds: Dataset, data: bytes | None) -> np.ndarray | None:
     raw = ds.get_item("PixelData", keep_deferred=True)
     if raw is not None and getattr(raw, "value", None) is None and data is not None and not tsyntax.is_deflated:
         # Deferred element: the value sits in the file bytes at value_tell (no copy).
-        if raw.length < count * dtype.itemsize:
-            raise ValueError(f"pixel data has {raw.length} bytes, {count * dtype.itemsize} needed")
+        if raw.length < count * dtype.itemsize or raw.value_tell + count * dtype.itemsize > len(data):
+            raise _Truncated(f"{min(raw.length, len(data) - raw.value_tell)} of {count * dtype.itemsize} bytes")
         arr = np.frombuffer(data, dtype=dtype, count=count, offset=raw.value_tell)
     else:
         buf = ds.PixelData
         if len(buf) < count * dtype.itemsize:
-            raise ValueError(f"pixel data has {len(buf)} bytes, {count * dtype.itemsize} needed")
+            raise _Truncated(f"{len(buf)} of {count * dtype.itemsize} bytes")
         arr = np.frombuffer(buf, dtype=dtype, count=count)
     arr = arr.reshape(rows, cols)
     bits = int(ds.BitsStored)
@@ -251,18 +299,53 @@ def _native_pixels(ds: Dataset, data: bytes | None) -> np.ndarray | None:
     return arr
 
 
+class _Truncated(ValueError):
+    """Fewer pixel bytes than the header declares."""
+
+
+# JPEG (baseline, extended, lossless, JPEG-LS) and JPEG 2000 codestreams end with FFD9 (EOI / EOC).
+_JPEG_FAMILY = ("1.2.840.10008.1.2.4.5", "1.2.840.10008.1.2.4.7", "1.2.840.10008.1.2.4.8",
+                "1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")
+_DECODER_TRUNCATION = re.compile(r"truncat|premature|not enough|insufficient|end of (the )?(file|data|stream)"
+                                 r"|corrupt|missing .*marker", re.IGNORECASE)
+
+
+def _check_codestream(ds: Dataset, h: HeaderFacts) -> Rejection | None:
+    """A JPEG / JPEG 2000 frame must end with its end marker (FFD9), trailing padding aside."""
+    if not str(h.transfer_syntax).startswith(_JPEG_FAMILY):
+        return None
+    from pydicom.encaps import generate_frames
+
+    for frame in generate_frames(ds.PixelData, number_of_frames=1):
+        if bytes(frame).rstrip(b"\x00")[-2:] != b"\xff\xd9":
+            return Rejection(TRUNCATED_PIXEL_DATA, "codestream without its end marker")
+    return None
+
+
 def _decode_pixels(ds: Dataset, data: bytes | None, h: HeaderFacts) -> np.ndarray | Rejection:
-    """The stored values as a 2-D integer array (one grey channel)."""
+    """The stored values as a 2-D integer array (one grey channel). Exception messages are never
+    quoted (they can carry header values): the reason names the exception type."""
     try:
+        tsyntax = ds.file_meta.get("TransferSyntaxUID")
+        if tsyntax is not None and tsyntax.is_encapsulated:
+            bad = _check_codestream(ds, h)
+            if bad is not None:
+                return bad
         arr = _native_pixels(ds, data)
         if arr is None:
-            arr = ds.pixel_array
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                arr = ds.pixel_array
+            if any(_DECODER_TRUNCATION.search(str(w.message)) for w in caught):
+                return Rejection(TRUNCATED_PIXEL_DATA, "decoder warning")
+    except _Truncated as err:
+        return Rejection(TRUNCATED_PIXEL_DATA, str(err))
     except NotImplementedError as err:
-        return Rejection(UNSUPPORTED_TRANSFER_SYNTAX, _short(err, h.transfer_syntax))
+        return Rejection(UNSUPPORTED_TRANSFER_SYNTAX, _short(err, _uid(h.transfer_syntax), message=False))
     except Exception as err:  # noqa: BLE001 - any decoder failure is a corrupt file, recorded
         missing = "missing" in str(err) and "plugin" in str(err)
         reason = UNSUPPORTED_TRANSFER_SYNTAX if missing else CORRUPT_PIXEL_DATA
-        return Rejection(reason, _short(err))
+        return Rejection(reason, _short(err, message=False))
     if h.photometric in _MAYBE_GREY:
         # pydicom returns RGB (YBR converted); accept only a grey image stored in colour.
         if arr.ndim != 3 or arr.shape[-1] != 3:
@@ -279,6 +362,11 @@ def _decode_pixels(ds: Dataset, data: bytes | None, h: HeaderFacts) -> np.ndarra
 
 
 _TAG = re.compile(r"\([0-9A-Fa-f]{4},\s*[0-9A-Fa-f]{4}\)")
+
+
+def _uid(value: str) -> str:
+    """A UID as it may appear in an output: digits and dots only, else <invalid>."""
+    return value if re.fullmatch(r"[0-9.]{1,64}", value or "") else "<invalid>"
 
 
 def _short(err: BaseException, prefix: str = "", message: bool = True) -> str:
@@ -309,8 +397,8 @@ def _window(ds: Dataset) -> tuple[float, float, str]:
         raise ValueError(f"WindowWidth {width:g} <= 0 for a {func} window")
     if func not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         raise ValueError(f"unsupported VOILUTFunction {func!r}")
-    if not (np.isfinite(center) and np.isfinite(width)):
-        raise ValueError("non-finite window")
+    if not (np.isfinite(center) and np.isfinite(width)) or max(abs(center), abs(width)) > _F32_MAX:
+        raise ValueError("non-finite window, or beyond float32")
     return center, width, func
 
 
@@ -332,8 +420,8 @@ def _rescale(ds: Dataset) -> tuple[float, float]:
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     s = 1.0 if slope in (None, "") else float(slope)
     i = 0.0 if intercept in (None, "") else float(intercept)
-    if not np.isfinite(s) or not np.isfinite(i) or s == 0:
-        raise ValueError(f"invalid rescale slope/intercept {s:g}/{i:g}")
+    if not np.isfinite(s) or not np.isfinite(i) or s == 0 or max(abs(s) * 65536 + abs(i), abs(i)) > _F32_MAX:
+        raise ValueError("rescale slope/intercept zero, non-finite or beyond float32")
     return s, i
 
 
@@ -385,11 +473,14 @@ def _normalise(
     amin, amax = int(arr.min()), int(arr.max())
     mono1 = h.photometric == "MONOCHROME1"
     try:
-        window = _window(ds) if kind == "window" else None
         linear_modality = not ds.get("ModalityLUTSequence")
         slope, intercept = _rescale(ds) if linear_modality else (1.0, 0.0)
-    except (ValueError, TypeError, KeyError) as err:
-        return Rejection(INVALID_VOI_LUT, _short(err))
+    except Exception as err:  # noqa: BLE001 - a wrong VR or value: recorded, never raised
+        return Rejection(INVALID_RESCALE, _short(err, message=False))
+    try:
+        window = _window(ds) if kind == "window" else None
+    except Exception as err:  # noqa: BLE001
+        return Rejection(INVALID_WINDOW, _short(err, message=False))
 
     if linear_modality and (kind == "minmax" or (window is not None and window[2] != "SIGMOID")):
         # Closed form: modality m = slope * x + intercept is linear, so the min-max or LINEAR window
@@ -438,8 +529,8 @@ def _normalise(
                     dtype=np.float64,
                 )
                 y_lo, y_hi = float(entries.min()), float(entries.max())
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
-        return Rejection(INVALID_VOI_LUT, _short(err))
+    except Exception as err:  # noqa: BLE001 - bad LUT descriptors/data (struct, overflow, ...)
+        return Rejection(INVALID_VOI_LUT, _short(err, message=False))
     if y_hi == y_lo:
         return Rejection(BLANK_IMAGE, f"{kind} output range is a single value")
     table = (table - y_lo) / (y_hi - y_lo)
@@ -454,7 +545,44 @@ def _normalise(
     return out, kind
 
 
-def _dataset(source: str | Path | bytes | Dataset) -> tuple[Dataset, bytes | None] | Rejection:
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+
+
+def _deflate_bomb(data: bytes, max_bytes: int) -> Rejection | None:
+    """A deflated data set (PS3.5 A.5) is inflated by pydicom without a limit: inflate it here
+    first, up to ``max_bytes``, and reject a larger one before pydicom tries."""
+    import zlib
+
+    if _DEFLATED not in data[132:2048]:
+        return None
+    from pydicom.filereader import _read_file_meta_info
+
+    fp = io.BytesIO(data)
+    fp.seek(132)
+    try:
+        meta = _read_file_meta_info(fp)
+    except Exception as err:  # noqa: BLE001
+        return Rejection(CORRUPT_HEADER, _short(err, message=False))
+    if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED.decode():
+        return None
+    # Inflate in 1 MiB steps, counting and discarding: memory stays flat whatever the ratio.
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = memoryview(data)[fp.tell():], 0
+    try:
+        while pending:
+            total += len(inflater.decompress(pending, 1 << 20))
+            if total > max_bytes:
+                return Rejection(TOO_LARGE, f"deflated data set inflates past {max_bytes} bytes")
+            pending = memoryview(inflater.unconsumed_tail) if inflater.unconsumed_tail else pending[len(pending):]
+            if inflater.eof:
+                break
+    except zlib.error as err:
+        return Rejection(CORRUPT_HEADER, _short(err, message=False))
+    return None
+
+
+def _dataset(source: str | Path | bytes | Dataset, max_bytes: int = 2 * 6000 * 6000 + (64 << 20)
+             ) -> tuple[Dataset, bytes | None] | Rejection:
     if isinstance(source, Dataset):
         return source, None
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -468,6 +596,9 @@ def _dataset(source: str | Path | bytes | Dataset) -> tuple[Dataset, bytes | Non
     # force=False) so that any other file is rejected quickly and explicitly.
     if len(data) < 132 or data[128:132] != b"DICM":
         return Rejection(NOT_DICOM)
+    bomb = _deflate_bomb(data, max_bytes)
+    if bomb is not None:
+        return bomb
     try:
         # defer_size: large values (the pixel data) are not copied; _native_pixels reads them
         # straight from `data`. Compressed/deflated/big-endian files are re-read in full.
@@ -503,17 +634,21 @@ def read_dicom(
 def _read(
     source: str | Path | bytes | Dataset, options: DecodeOptions, linear_op: LinearOp | None
 ) -> DecodedImage | Rejection:
-    got = _dataset(source)
+    # A deflated data set may hold at most the largest allowed image (16-bit) plus 64 MiB of header.
+    got = _dataset(source, max_bytes=2 * options.max_pixels + (64 << 20))
     if isinstance(got, Rejection):
         return got
     ds, data = got
+    if "PixelData" not in ds and data is not None and b"\xe0\x7f\x10\x00" in data[132:]:
+        # The Pixel Data tag is in the file but pydicom could not read its value: cut short.
+        return Rejection(TRUNCATED_PIXEL_DATA, "pixel data element cut short")
     try:
         h = header_facts(ds)
     except Exception as err:  # noqa: BLE001 - malformed header values, recorded
         return Rejection(CORRUPT_HEADER, _short(err, message=False))
     try:
         rejected = _check_header(ds, h, options)
-    except (ValueError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - wrong VRs / lengths in the header, recorded
         return Rejection(CORRUPT_HEADER, _short(err, message=False))
     if rejected is not None:
         return rejected
@@ -524,6 +659,13 @@ def _read(
     if isinstance(result, Rejection):
         return result
     image, kind = result
+    # Only sane images leave the decoder: finite, in [0, 1], with some contrast.
+    if not np.isfinite(image).all():
+        return Rejection(NON_FINITE_IMAGE)
+    if image.size == 0 or float(image.max()) - float(image.min()) < 1e-6:
+        return Rejection(BLANK_IMAGE, "no contrast after decoding")
+    if float(image.min()) < 0.0 or float(image.max()) > 1.0:
+        return Rejection(NON_FINITE_IMAGE, "values outside [0, 1]")
     return DecodedImage(image=image, header=h, intensity=kind)
 
 

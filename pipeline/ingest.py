@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import dicom
-from pipeline.common import get_logger, progress, write_json
+from pipeline.common import get_logger, progress, write_csv, write_json
 from pipeline.errors import StageError
 from pipeline.params import REPO_ROOT, Params, resolve_path
 from pipeline.store import StoreWriter
@@ -54,12 +54,18 @@ NOT_IN_LABELS = "not_in_labels"
 AMBIGUOUS_LABEL = "ambiguous_label"
 LABEL_NOT_IN_CLASSES = "label_not_in_classes"
 DUPLICATE_SOP_INSTANCE_UID = "duplicate_sop_instance_uid"
+DECODE_ERROR = "decode_error"
+DECODER_CRASHED = "decoder_crashed"
+DECODE_TIMEOUT = "decode_timeout"
 
 INGEST_REASONS: dict[str, str] = {
     NOT_IN_LABELS: "the file has no row in the labels CSV",
     AMBIGUOUS_LABEL: "the labels CSV gives the file two different labels",
     LABEL_NOT_IN_CLASSES: "the file's label is not one of data.classes",
     DUPLICATE_SOP_INSTANCE_UID: "an earlier accepted file has the same SOPInstanceUID",
+    DECODE_ERROR: "an unexpected exception while reading or decoding the file (its type follows)",
+    DECODER_CRASHED: "the file killed its worker process twice (a decoder crash or an out-of-memory kill)",
+    DECODE_TIMEOUT: "reading and decoding the file took longer than ingest.file_timeout_s",
 }
 #: Every reason a file can be rejected with.
 REASONS: dict[str, str] = {**dicom.DECODE_REASONS, **INGEST_REASONS}
@@ -293,6 +299,7 @@ class WorkerConfig:
     fit: str
     options: dicom.DecodeOptions
     salt: str
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -312,6 +319,7 @@ class Outcome:
     rejection: str | None
     image: np.ndarray | None = None  # (size, size) float16
     facts: dict[str, Any] | None = None
+    detail: str = ""  # for the log file only: where an exception came from (no values)
 
 
 _CONFIG: WorkerConfig | None = None
@@ -321,6 +329,11 @@ def _init_worker(config: WorkerConfig) -> None:
     global _CONFIG
     _CONFIG = config
     _one_thread()
+    # C/Rust decoders write their own messages (panics, codestream warnings) straight to the
+    # process's stderr: discard them in workers; each file's outcome is recorded by ingest.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _one_thread() -> None:
@@ -339,7 +352,27 @@ def _not_regular(path: str) -> str | None:
 
 
 def process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
-    """Read, hash, decode, resize one file (runs in a worker process)."""
+    """Read, hash, decode, resize one file (runs in a worker process). Never raises: any
+    exception becomes the rejection ``decode_error: <ExceptionType>`` (type only: an exception's
+    message can quote header values), with the traceback's locations for the log file."""
+    try:
+        return _process_file(task, config)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # noqa: BLE001 - one file never stops the stage (Rust decoders'
+        # panics derive from BaseException)
+        return Outcome(task.index, f"{DECODE_ERROR}: {type(err).__name__}", detail=_where(err))
+
+
+def _where(err: BaseException) -> str:
+    """file:line:function of each traceback frame (no message, no local values)."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}" for f in reversed(frames[-6:]))
+
+
+def _process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
     cfg = config or _CONFIG
     assert cfg is not None, "worker not initialised"
     bad = _not_regular(task.path)
@@ -374,7 +407,7 @@ def process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
         "columns": h.columns,
         "bits_stored": h.bits_stored,
         "photometric": h.photometric,
-        "transfer_syntax": h.transfer_syntax,
+        "transfer_syntax": dicom._uid(h.transfer_syntax),
         "sha256": hashlib.sha256(data).hexdigest(),
         "sop_instance_uid": h.sop_instance_uid,
         "intensity": result.intensity,
@@ -383,21 +416,20 @@ def process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
 
 
 def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
-    """Outcomes in task order; a pool only when it can help."""
-    if workers <= 1 or len(tasks) <= 1:
-        from threadpoolctl import threadpool_limits
+    """Outcomes in task order, each file decoded in a worker process (pipeline.isolation): a file
+    that crashes its worker twice is ``decoder_crashed``, one that runs past
+    ``ingest.file_timeout_s`` is ``decode_timeout``; no other file's result is lost."""
+    from pipeline.isolation import Crashed, TimedOut, run_isolated
 
-        with threadpool_limits(1):
-            for t in tasks:
-                yield process_file(t, config)
-        return
-    import multiprocessing as mp
-
-    # Chunks amortise the inter-process round trips, small enough to keep both cores busy
-    # until the end.
-    chunksize = max(1, min(16, len(tasks) // (workers * 8)))
-    with mp.get_context().Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
-        yield from pool.imap(process_file, tasks, chunksize=chunksize)
+    results = run_isolated(tasks, process_file, workers=workers, timeout_s=config.timeout_s,
+                           initializer=_init_worker, initargs=(config,))
+    for task, out in zip(tasks, results, strict=True):
+        if isinstance(out, Crashed):
+            yield Outcome(task.index, DECODER_CRASHED, detail=f"exit code {out.exitcode}, {out.attempts} attempts")
+        elif isinstance(out, TimedOut):
+            yield Outcome(task.index, DECODE_TIMEOUT, detail=f"stopped after {out.seconds:g} s")
+        else:
+            yield out
 
 
 # ----------------------------------------------------------------------------- accounting
@@ -526,21 +558,25 @@ def ingest(
         size=ing.size,
         fit=ing.fit,
         options=dicom.DecodeOptions(
-            apply_voi_lut=ing.apply_voi_lut, modalities=tuple(ing.modalities), min_size=ing.min_size
+            apply_voi_lut=ing.apply_voi_lut, modalities=tuple(ing.modalities), min_size=ing.min_size,
+            max_pixels=ing.max_pixels,
         ),
         salt=ing.pseudonym_salt,
+        timeout_s=ing.file_timeout_s,
     )
     n_workers = max(1, min(n_workers, len(tasks)))
     log.info("%d files (%s), %d worker(s)", len(tasks),
              ", ".join(f"{a.spec.name}: {len(a.files)}" for a in accounts), n_workers)
 
     rows: list[dict[str, Any]] = []
+    details: list[tuple[str, str, str, str]] = []  # (set, file, reason, where) for the log file
     first_sop: dict[str, str] = {}
     with StoreWriter(store_path, ing.size, capacity=len(tasks)) as writer:
         for out in progress(_run_tasks(tasks, config, n_workers), total=len(tasks), desc="ingest"):
             acc, rel, label = owner[out.index]
             if out.rejection is not None:
                 acc.reject(rel, out.rejection)
+                details.append((acc.spec.name, rel, out.rejection, out.detail))
                 continue
             assert out.facts is not None and out.image is not None and label is not None
             facts = out.facts
@@ -569,14 +605,30 @@ def ingest(
             )
 
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    manifest_path = Path(manifest_path)
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, manifest_path)
+    write_csv(manifest, manifest_path)
     report = _report(accounts, ing, n_workers, start, len(rows), store_path)
+    # Nothing lost: every accepted file is one manifest row and one stored image.
+    accepted = sum(a.accepted for a in accounts)
+    n_stored = int(np.load(store_path, mmap_mode="r").shape[0])
+    if not accepted == len(manifest) == n_stored:
+        raise IngestError(f"accounting is off: {accepted} accepted, {len(manifest)} manifest rows, "
+                          f"{n_stored} stored images")
     write_json(report_path, report)
+    _write_log(Path(report_path).with_suffix(".log"), details)
+    summary = Counter(r.split(":", 1)[0] for _, _, r, _ in details)
+    if summary:
+        log.info("rejected by reason: %s (one line per file in %s)", dict(sorted(summary.items())),
+                 Path(report_path).with_suffix(".log").name)
     return report
+
+
+def _write_log(path: Path, details: list[tuple[str, str, str, str]]) -> None:
+    """One line per rejected file: set, file, reason, and where an exception came from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("# set\tfile\treason\twhere (exceptions: traceback locations, no values)\n")
+        for name, rel, reason, where in details:
+            fh.write(f"{name}\t{rel!r}\t{reason}\t{where}\n")
 
 
 def _syntax_name(uid: str) -> str:

@@ -119,6 +119,11 @@ class Ingest(_Section):
     modalities: list[str] = Field(default_factory=lambda: ["CR", "DX", "RG", "DR"], min_length=1)
     workers: int = Field(default=0, ge=0)
     pseudonym_salt: str = Field(min_length=1)
+    # Largest image accepted, in samples (Rows x Columns x SamplesPerPixel x frames), checked
+    # from the header before any pixel is decoded.
+    max_pixels: int = Field(default=6000 * 6000, ge=1)
+    # Per-file limit on reading + decoding, in seconds (null = none).
+    file_timeout_s: float | None = Field(default=300.0, gt=0)
 
 
 class Split(_Section):

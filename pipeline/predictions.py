@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.common import write_csv
 from pipeline.dataset import Dataset
 
 BASE_COLUMNS = ("row", "file", "split", "source", "label")
@@ -39,9 +40,7 @@ def write_predictions(
     for j, col in enumerate(prob_columns(dataset.classes)):
         out[col] = probs[:, j]
     out = out.sort_values("row").reset_index(drop=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False, float_format="%.6f")
+    write_csv(out, path, float_format="%.6f")
     return out
 
 

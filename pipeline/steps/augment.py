@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.augment import make_augmentation, materialise, preview_grid
-from pipeline.common import get_logger
+from pipeline.common import get_logger, write_csv
 from pipeline.dataset import load_dataset
 from pipeline.errors import StageError
 from pipeline.params import Params
@@ -31,7 +31,7 @@ def run_augment(params: Params, workspace: Workspace) -> None:
         dataset.images, train_rows, cfg, seed=params.seed, copies=cfg.copies,
         out_path=workspace.path(paths.AUGMENTED_STORE),
     )
-    index.to_csv(workspace.path(paths.AUGMENTED_INDEX), index=False)
+    write_csv(index, workspace.path(paths.AUGMENTED_INDEX))
     log.info("%d views of %d train images (%d copies each) in %.1f s -> %s",
              len(views), len(train_rows), cfg.copies, time.perf_counter() - start, paths.AUGMENTED_STORE)
 

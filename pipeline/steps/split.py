@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pandas as pd
 
 from pipeline import paths
-from pipeline.common import get_logger, write_json
+from pipeline.common import get_logger, write_csv, write_json
 from pipeline.params import Params
 from pipeline.splits import make_splits, split_report
 from pipeline.workspace import Workspace
@@ -36,11 +35,7 @@ def run_split(params: Params, workspace: Workspace) -> dict[str, Any]:
         splits, manifest, seed=params.seed, val_fraction=params.split.val_fraction,
         test_fraction=params.split.test_fraction, stratified_by="patient majority label",
     )
-    out = workspace.splits
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    splits.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    write_csv(splits, workspace.splits)
     write_json(workspace.path(paths.SPLIT_REPORT), report)
     for name, r in report.items():
         if isinstance(r, dict) and "patients" in r:
