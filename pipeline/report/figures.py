@@ -107,7 +107,7 @@ def plot_validation_curve(linear: Mapping[str, Any], out: str | Path) -> Path:
 
 
 def plot_learning_curve(summary: Sequence[Mapping[str, Any]], out: str | Path) -> Path:
-    """Test AUROC (95% DeLong CI) against the number of training patients, one line per path."""
+    """Test AUROC (patient-level 95% CI) against the number of training patients, one line per path."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     names = [p for p in ("linear", "finetune", "scratch") if any(r["path"] == p for r in summary)]
     offsets = {n: (i - (len(names) - 1) / 2) * 0.012 for i, n in enumerate(names)}
@@ -122,7 +122,7 @@ def plot_learning_curve(summary: Sequence[Mapping[str, Any]], out: str | Path) -
         ax.errorbar(x, a, yerr=yerr, fmt="-o", capsize=3, color=_color(name), label=name)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("training patients")
-    ax.set_ylabel("test AUROC (95% DeLong CI)")
+    ax.set_ylabel("test AUROC (patient-level 95% CI)")
     ax.set_ylim(0.0, 1.02)
     ax.set_title("Learning curve")
     ax.grid(alpha=0.3)

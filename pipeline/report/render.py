@@ -441,7 +441,15 @@ def summary_answers(inp: ReportInputs) -> list[str]:
 
 
 def _section_summary(inp: ReportInputs) -> list[dict]:
+    from pipeline.report.answer import answer
+
     blocks: list[dict] = []
+    titles = {s: _split_title(inp, s) for s in _splits_present(inp)}
+    for a in answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles):
+        blocks.append(h3(f"The answer: {a['title']}"))
+        blocks.append(callout(" ".join(a["sentences"])))
+        if a["warnings"]:
+            blocks.append(ul([f"⚠ {w}" for w in a["warnings"]]))
     answers = summary_answers(inp)
     if not answers:
         blocks.append(missing("No test-split results: reports/evaluation.json and reports/metrics.json are "
@@ -467,7 +475,8 @@ def _section_summary(inp: ReportInputs) -> list[dict]:
         for ref, c in ((d.get("learning_curve") or {}).get("scratch_catch_up") or {}).items():
             blocks.append(p(f"Learning curve (scratch vs {ref}): {c.get('text')}"))
     blocks.append(p(
-        "AUROC is shown with its 95% DeLong confidence interval; 'the data do not separate them' means "
+        "AUROC is shown with its patient-level 95% confidence interval (clustered DeLong and patient bootstrap: "
+        "a patient's images are not independent); 'the data do not separate them' means "
         "the interval of the paired difference includes zero. Research use only: see the limitations below."
     ))
     return blocks
@@ -702,7 +711,9 @@ def _section_results(inp: ReportInputs) -> list[dict]:
         return [missing(f"Evaluation unavailable: {inp.problems.get('reports/evaluation.json', 'missing')}.")]
     ev = inp.evaluation
     blocks: list[dict] = [p(
-        "AUROC with its 95% DeLong interval and a patient-level bootstrap percentile interval; AP = average "
+        "AUROC with its patient-level 95% interval (the wider of the clustered DeLong, Obuchowski 1997, and the "
+        "patient bootstrap), the image-level DeLong interval for reference (it treats images as independent and "
+        "is too narrow when patients have several images), and the patient-weighted AUROC; AP = average "
         "precision; sensitivity, specificity, PPV and NPV at the operating point chosen on the validation split "
         "(method: " + str((ev.get("settings") or {}).get("operating_point")) + "), with Wilson 95% intervals "
         "and counts k/n; Brier score and expected calibration error (ECE) of the positive-class probability."
@@ -726,12 +737,14 @@ def _section_results(inp: ReportInputs) -> list[dict]:
             op = (ev["results"][path].get("operating_point") or {})
             rows.append([
                 path, f"{fnum(b.get('n'))} ({fnum(b.get('n_positive'))} pos, {fnum(b.get('n_patients'))} pts)",
-                fblock(b.get("auroc")), fblock(b.get("auroc_bootstrap")), fnum(b.get("average_precision")),
+                fblock(b.get("auroc")), fblock(b.get("auroc_image")), fnum(b.get("auroc_patient_weighted")),
+                fnum(b.get("average_precision")),
                 fprop(at.get("sensitivity")), fprop(at.get("specificity")), fprop(at.get("ppv")), fprop(at.get("npv")),
                 fnum(cal.get("brier")), fnum(cal.get("ece")), fnum(op.get("threshold")),
             ])
         blocks.append(table(Table(
-            ["path", "n", "AUROC (DeLong CI)", "AUROC (bootstrap CI)", "AP", "sensitivity", "specificity", "PPV",
+            ["path", "n", "AUROC (patient-level CI)", "AUROC (image-level CI)", "AUROC patient-weighted", "AP",
+             "sensitivity", "specificity", "PPV",
              "NPV", "Brier", "ECE", "threshold"], rows)))
     return blocks
 
@@ -785,7 +798,7 @@ def _section_comparisons(inp: ReportInputs) -> list[dict]:
     ev = inp.evaluation
     if not ev:
         return [missing("Evaluation unavailable: no paired comparisons.")]
-    blocks: list[dict] = [p("Each pair of paths on the same images (paired DeLong test of the AUROC difference, "
+    blocks: list[dict] = [p("Each pair of methods on the same images (paired, patient-level test of the AUROC difference, "
                             "A minus B). A 95% interval that includes 0 means the data do not separate the two; "
                             "p-values are not corrected for the three comparisons.")]
     for split in _configured_splits(inp):
@@ -806,7 +819,7 @@ def _section_subgroups(inp: ReportInputs) -> list[dict]:
         return [missing("Evaluation unavailable: no subgroup analysis.")]
     st = ev.get("settings") or {}
     blocks: list[dict] = [p(
-        f"AUROC (95% DeLong CI) per subgroup of sex, age band and view. ⚑ marks a flagged subgroup: fewer than "
+        f"AUROC (patient-level 95% CI) per subgroup of sex, age band and view. ⚑ marks a flagged subgroup: fewer than "
         f"{fnum(st.get('min_subgroup_size'))} images or a single class (its AUROC is unreliable or undefined). "
         "Subgroup results are exploratory."
     )]
@@ -1060,7 +1073,7 @@ def draw_report_figures(inp: ReportInputs, fig_dir: Path, md_base: Path) -> dict
         has_curves = any((_split_block(inp, pth, s) or {}).get("curves", {}).get("roc") for pth in _paths_present(inp) for s in splits)
         if has_curves:
             add("roc", F.plot_roc_pr(ev, splits, "roc", fig_dir / "roc.png"),
-                "ROC curves per split; legend: AUROC (95% DeLong CI).")
+                "ROC curves per split; legend: AUROC (patient-level 95% CI).")
             add("pr", F.plot_roc_pr(ev, splits, "pr", fig_dir / "pr.png"),
                 "Precision-recall curves per split; legend: average precision.")
         if any((_split_block(inp, pth, s) or {}).get("calibration") for pth in _paths_present(inp) for s in splits):
@@ -1077,7 +1090,7 @@ def draw_report_figures(inp: ReportInputs, fig_dir: Path, md_base: Path) -> dict
         "diagnose_trifecta": "Validation AUROC per epoch, finetune vs scratch; squares: first epoch at 95% of the "
                              "path's best (dotted line).",
         "diagnose_validation_curve": "Linear path: train-fold and cross-validated AUROC over C; dotted line: chosen C.",
-        "diagnose_learning_curve": "Test AUROC (95% DeLong CI) against the number of training patients.",
+        "diagnose_learning_curve": "Test AUROC (patient-level 95% CI) against the number of training patients.",
     }
     for key, path in inp.figures.items():
         add(key, path, captions.get(key, key))
