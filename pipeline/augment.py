@@ -214,7 +214,7 @@ def materialise(
     index = {"aug_row": np.arange(m, dtype=np.int64), "row": np.repeat(rows, copies),
              "copy": np.tile(np.arange(copies, dtype=np.int64), len(rows))}
     pairs = list(zip(index["row"].tolist(), index["copy"].tolist()))
-    transform = make_augmentation(cfg) if m else None
+    transform = make_augmentation(cfg)
 
     def views():
         import torch

@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,8 +111,18 @@ class _Trunk(nn.Module):
 
     num_features: int
     dropout: float = 0.0
+    net: Any  # the wrapped architecture (its own library's class)
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        raise NotImplementedError
+
+    def load_pretrained(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def drop_classifier(self) -> None:
+        raise NotImplementedError
+
+    def init_random(self) -> None:
         raise NotImplementedError
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:  # (B, D)
@@ -322,7 +333,9 @@ class _TimmTrunk(_Trunk):
         first = self.cfg.get("first_conv")
         if isinstance(first, (list, tuple)):
             first = first[0]
-        return self.net.get_submodule(first)
+        conv = self.net.get_submodule(str(first))
+        assert isinstance(conv, nn.Conv2d), f"first_conv {first!r} is not a Conv2d"
+        return conv
 
     def pretrained_state(self) -> nn.Module:
         return self.net
@@ -351,6 +364,8 @@ class ClassifierModel(nn.Module):
     ) -> None:
         super().__init__()
         self.trunk = trunk
+        self._mean: torch.Tensor
+        self._std: torch.Tensor
         # Identity on the final feature map: the one place Grad-CAM hooks, for every architecture.
         self.cam = nn.Identity()
         self.dropout = nn.Dropout(trunk.dropout)

@@ -282,10 +282,11 @@ def _native_pixels(ds: Dataset, data: bytes | None) -> np.ndarray | None:
     count = rows * cols
     raw = ds.get_item("PixelData", keep_deferred=True)
     if raw is not None and getattr(raw, "value", None) is None and data is not None and not tsyntax.is_deflated:
-        # Deferred element: the value sits in the file bytes at value_tell (no copy).
-        if raw.length < count * dtype.itemsize or raw.value_tell + count * dtype.itemsize > len(data):
-            raise _Truncated(f"{min(raw.length, len(data) - raw.value_tell)} of {count * dtype.itemsize} bytes")
-        arr = np.frombuffer(data, dtype=dtype, count=count, offset=raw.value_tell)
+        # Deferred element (a RawDataElement): the value sits in the file bytes at value_tell.
+        length, tell = int(getattr(raw, "length")), int(getattr(raw, "value_tell"))  # noqa: B009
+        if length < count * dtype.itemsize or tell + count * dtype.itemsize > len(data):
+            raise _Truncated(f"{min(length, len(data) - tell)} of {count * dtype.itemsize} bytes")
+        arr = np.frombuffer(data, dtype=dtype, count=count, offset=tell)
     else:
         buf = ds.PixelData
         if len(buf) < count * dtype.itemsize:

@@ -41,6 +41,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    UID,
     SecondaryCaptureImageStorage,
 )
 
@@ -61,11 +62,12 @@ def read_grey_png(path: Path) -> np.ndarray:
     """A PNG as a 2-D uint8/uint16 grey array; raises if it carries colour or transparency."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        mode = im.mode
+    with Image.open(path) as opened:
+        opened.load()
+        mode = opened.mode
+        im: Image.Image = opened
         if mode == "P":
-            im = im.convert("RGBA")
+            im = opened.convert("RGBA")
             mode = "RGBA"
         arr = np.asarray(im)
     if mode in ("L", "1"):
@@ -127,8 +129,8 @@ def _uid(digest: str, role: str) -> str:
 def _base_dataset(digest: str, meta: Meta, modality: str, tsyntax: str, body_part: str) -> Dataset:
     fm = FileMetaDataset()
     fm.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    fm.MediaStorageSOPInstanceUID = _uid(digest, "sop")
-    fm.TransferSyntaxUID = tsyntax
+    fm.MediaStorageSOPInstanceUID = UID(_uid(digest, "sop"))
+    fm.TransferSyntaxUID = UID(tsyntax)
     ds = Dataset()
     ds.file_meta = fm
     ds.ImageType = ["DERIVED", "SECONDARY"]

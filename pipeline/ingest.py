@@ -394,7 +394,7 @@ def _process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
         return Outcome(task.index, str(result))
     h = result.header
     missing_id = h.patient_id is None
-    patient = pseudonym(cfg.salt, h.patient_id if not missing_id else f"file:{task.source}/{task.rel}")
+    patient = pseudonym(cfg.salt, h.patient_id if h.patient_id is not None else f"file:{task.source}/{task.rel}")
     image = pad_square(result.image, cfg.size).astype(np.float16)
     facts = {
         "patient": patient,

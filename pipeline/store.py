@@ -16,6 +16,7 @@ interrupted run never leaves a half-written store behind under the real name.
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 from pathlib import Path
 from types import TracebackType
 
@@ -65,7 +66,7 @@ class StoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(self.path.name + ".partial")
         self._head = _header((self.capacity, self.size, self.size))
-        self._fh = open(self._tmp, "wb")
+        self._fh: BinaryIO | None = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._fh.write(self._head)
 
     def append(self, image: np.ndarray) -> int:

@@ -72,9 +72,13 @@ def method_flags(train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] |
 def split_answer(ev: Mapping[str, Any], split: str, title: str, flags: Mapping[str, list[str]]) -> dict[str, Any]:
     """The answer for one evaluated split: sentences and warnings."""
     results = ev.get("results") or {}
-    blocks = {m: ((results.get(m) or {}).get("splits") or {}).get(split) for m in results}
-    blocks = {m: b for m, b in blocks.items() if b}
-    sentences, warnings = [], []
+    blocks: dict[str, Mapping[str, Any]] = {}
+    for m in results:
+        b = ((results.get(m) or {}).get("splits") or {}).get(split)
+        if b:
+            blocks[m] = b
+    sentences: list[str] = []
+    warnings: list[str] = []
     if not blocks:
         return {"split": split, "title": title, "sentences": [f"No results for {title}."], "warnings": []}
     aurocs = "; ".join(f"{m} {_ci(b.get('auroc'))}" for m, b in blocks.items())
