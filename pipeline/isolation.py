@@ -26,6 +26,8 @@ from typing import Any
 
 #: A task that killed its worker this many times is given up (the first death is retried once).
 MAX_ATTEMPTS = 2
+#: Tasks queued per worker: one running, one waiting in its pipe.
+DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,24 @@ class _Worker:
         self.process = ctx.Process(target=_worker_main, args=(child, func, init, initargs), daemon=True)
         self.process.start()
         child.close()
-        self.busy: int | None = None  # index of the running task
-        self.started = 0.0
+        # Tasks sent and not answered, in order: the first is running, the next waits in the pipe
+        # (a queue of two keeps the worker busy while the parent handles a result).
+        self.inflight: deque[int] = deque()
+        self.started = 0.0  # when the running task started (approximately: sent, or previous result)
+
+    @property
+    def busy(self) -> int | None:
+        return self.inflight[0] if self.inflight else None
 
     def send(self, index: int, task: Any) -> None:
-        self.busy, self.started = index, time.monotonic()
+        if not self.inflight:
+            self.started = time.monotonic()
+        self.inflight.append(index)
         self.conn.send((index, task))
+
+    def answered(self) -> None:
+        self.inflight.popleft()
+        self.started = time.monotonic()
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -116,9 +130,9 @@ def run_isolated(
     next_out = 0
     try:
         while next_out < len(items):
-            # Dispatch to idle workers, within the window ahead of the next result due.
+            # Dispatch (up to DEPTH tasks a worker), within the window ahead of the next result due.
             for w in pool:
-                if w.busy is None and pending and pending[0] < next_out + window:
+                while len(w.inflight) < DEPTH and pending and pending[0] < next_out + window:
                     i = pending.popleft()
                     attempts[i] += 1
                     w.send(i, items[i])
@@ -130,19 +144,24 @@ def run_isolated(
             for k, w in enumerate(pool):
                 if w.busy is None:
                     continue
-                i = w.busy
+                i = w.inflight[0]
                 if w.conn in ready:
                     try:
                         index, result = w.conn.recv()
                     except (EOFError, OSError):
                         index = None
                     if index == i:
-                        done[i], w.busy = result, None
+                        done[i] = result
+                        w.answered()
                         continue
                 if w.conn in ready or w.process.sentinel in ready:  # died while running task i
                     w.process.join(timeout=5)
                     code = w.process.exitcode
                     w.kill()
+                    waiting = list(w.inflight)[1:]  # sent but never started: not their fault
+                    for j in reversed(waiting):
+                        attempts[j] -= 1
+                        pending.appendleft(j)
                     if attempts[i] < MAX_ATTEMPTS:
                         pending.appendleft(i)
                     else:
@@ -151,6 +170,9 @@ def run_isolated(
                 elif timeout_s is not None and time.monotonic() - w.started > timeout_s:
                     w.kill()
                     done[i] = TimedOut(round(time.monotonic() - w.started, 3))
+                    for j in reversed(list(w.inflight)[1:]):
+                        attempts[j] -= 1
+                        pending.appendleft(j)
                     pool[k] = _Worker(ctx, func, initializer, initargs)
             while next_out in done:
                 yield done.pop(next_out)
