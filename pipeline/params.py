@@ -129,6 +129,8 @@ class Ingest(_Section):
 class Split(_Section):
     val_fraction: float = Field(gt=0, lt=1)
     test_fraction: float = Field(gt=0, lt=1)
+    # A patient above this share of the val or test images is kept in train (pipeline.splits).
+    max_patient_share: float = Field(default=0.10, gt=0, le=1)
 
     @model_validator(mode="after")
     def _leave_train(self) -> "Split":

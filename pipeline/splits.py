@@ -13,6 +13,14 @@ draw can leave the test split with far fewer images than its share; so :data:`CA
 such draws are made from seeds derived from ``seed`` and the one whose image shares come closest
 to the same fractions is kept (deterministic for a seed). External rows keep ``split = external``;
 they are never part of train/val/test.
+
+No patient dominates an evaluation split (``split.max_patient_share``, default 0.10): in every
+candidate draw, while the largest patient of val or test holds more than that share of its split's
+images, that patient moves to train (never dropped); the draw whose image shares then come closest
+to the fractions is kept. A split of k patients cannot get below 1/k, so the rule acts only while
+the split keeps more than 1/share patients (a tiny data set keeps its split, and the evaluation
+warns about the dominant patient instead). ``split.json`` lists the largest patient share per
+split and how many patients were kept in train.
 """
 
 from __future__ import annotations
@@ -80,14 +88,19 @@ def make_splits(
     test_fraction: float,
     seed: int,
     classes: list[str] | None = None,
+    max_patient_share: float = 1.0,
 ) -> pd.DataFrame:
     """Assign every manifest row to train/val/test (internal) or external.
 
     ``manifest`` needs ``row``, ``patient``, ``label`` and ``source``. Returns ``row, patient,
-    label, split`` in row order; asserts that train/val/test are patient-disjoint.
+    label, split`` in row order; asserts that train/val/test are patient-disjoint. Patients kept
+    in train by the ``max_patient_share`` rule (module docstring) are listed, in the order they
+    were forced, in ``out.attrs["forced_to_train"]``.
     """
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise SplitError(f"invalid fractions val={val_fraction}, test={test_fraction}")
+    if not 0 < max_patient_share <= 1:
+        raise SplitError(f"invalid max_patient_share {max_patient_share}: must be in (0, 1]")
     missing = [c for c in ("row", "patient", "label", "source") if c not in manifest.columns]
     if missing:
         raise SplitError(f"manifest lacks column(s) {missing}")
@@ -95,25 +108,27 @@ def make_splits(
     if internal.empty:
         raise SplitError("no internal rows to split")
     majority = patient_majority_labels(internal, classes)
-    patients = majority.index.to_numpy()
-    labels = majority.to_numpy()
-
     images_per_patient = internal["patient"].value_counts()
     n_images = len(internal)
+    patients = majority.index.to_numpy()
+    labels = majority.to_numpy()
     draw_seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=CANDIDATE_DRAWS)
-    best: tuple[float, dict] | None = None
+    best: tuple[float, dict, list[str]] | None = None
     for draw_seed in draw_seeds.tolist():
         rest, test = _draw(patients, labels, test_fraction, draw_seed, "test")
         rest_labels = majority.loc[rest].to_numpy()
         # val_fraction is of all patients: rescale to the remainder.
         train, val = _draw(rest, rest_labels, val_fraction / (1.0 - test_fraction), draw_seed, "val")
-        share_test = images_per_patient.loc[test].sum() / n_images
-        share_val = images_per_patient.loc[val].sum() / n_images
+        draw = {**{p: "train" for p in train}, **{p: "val" for p in val}, **{p: "test" for p in test}}
+        # The share rule is applied to every candidate, so the kept draw is scored as it will be.
+        moved = _enforce_share(draw, images_per_patient, max_patient_share)
+        share_test = images_per_patient.loc[[p for p, s in draw.items() if s == "test"]].sum() / n_images
+        share_val = images_per_patient.loc[[p for p, s in draw.items() if s == "val"]].sum() / n_images
         score = abs(share_test - test_fraction) + abs(share_val - val_fraction)
         if best is None or score < best[0]:
-            best = (score, {**{p: "train" for p in train}, **{p: "val" for p in val}, **{p: "test" for p in test}})
+            best = (score, draw, moved)
     assert best is not None
-    assignment = best[1]
+    _, assignment, forced = best
     out = manifest[["row", "patient", "label"]].copy()
     is_internal = (manifest["source"] == "internal").to_numpy()
     out["split"] = np.where(is_internal, manifest["patient"].map(assignment).to_numpy(), EXTERNAL)
@@ -121,7 +136,45 @@ def make_splits(
         raise SplitError("internal rows without a split")
     out = out.sort_values("row").reset_index(drop=True)
     assert_patient_disjoint(out)
-    return out[list(SPLIT_COLUMNS)]
+    out = out[list(SPLIT_COLUMNS)]
+    out.attrs["forced_to_train"] = forced
+    return out
+
+
+def _enforce_share(assignment: dict, images_per_patient: pd.Series, max_share: float) -> list[str]:
+    """Rule 2: move the largest val/test patient to train while it holds more than ``max_share``
+    of its split's images (in place); return the moved patients in order."""
+    moved: list[str] = []
+    # A split of k patients cannot get below 1/k: below that many patients the rule cannot be met,
+    # and moving patients would only empty the split (the evaluation then warns instead).
+    min_patients = int(np.ceil(1.0 / max_share)) + 1
+    while True:
+        worst: tuple[float, str] | None = None
+        for name in ("val", "test"):
+            members = [p for p, s in assignment.items() if s == name]
+            if len(members) < min_patients:
+                continue
+            counts = images_per_patient.loc[members]
+            share = float(counts.max()) / float(counts.sum())
+            if share > max_share and (worst is None or share > worst[0]):
+                worst = (share, str(counts.idxmax()))
+        if worst is None:
+            return moved
+        assignment[worst[1]] = "train"
+        moved.append(worst[1])
+
+
+def patient_shares(splits: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per split: the largest share of its images held by one patient, and how many images."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in SPLITS:
+        counts = splits.loc[splits["split"] == name, "patient"].value_counts()
+        if counts.empty:
+            out[name] = {"max_patient_share": None, "max_patient_images": 0}
+            continue
+        out[name] = {"max_patient_share": round(float(counts.iloc[0]) / float(counts.sum()), 4),
+                     "max_patient_images": int(counts.iloc[0])}
+    return out
 
 
 def _counts(values: pd.Series) -> dict[str, int]:
@@ -130,7 +183,9 @@ def _counts(values: pd.Series) -> dict[str, int]:
 
 
 def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) -> dict[str, Any]:
-    """Per split: patients, images, and image counts per label, sex and view; plus checks."""
+    """Per split: patients, images, the largest patient's share of the images, and image counts
+    per label, sex and view; plus checks (incl. the patients forced to train, from
+    ``splits.attrs["forced_to_train"]`` when :func:`make_splits` made it)."""
     assert_patient_disjoint(splits)
     merged = splits.merge(manifest.drop(columns=["patient", "label"]), on="row", how="left")
     report: dict[str, Any] = {"settings": settings}
@@ -139,6 +194,7 @@ def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) 
     # One block per external set, keyed external/<name> as in evaluation.json.
     for source in sorted(external["source"].astype(str).unique()) if "source" in external else []:
         parts.append((f"{EXTERNAL}/{source}", external[external["source"].astype(str) == source]))
+    shares = patient_shares(splits)
     for name, part in parts:
         ages = pd.to_numeric(part.get("age"), errors="coerce") if "age" in part else pd.Series(dtype=float)
         report[name] = {
@@ -149,14 +205,20 @@ def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) 
             "view": _counts(part["view"]) if "view" in part else {},
             "age_mean": round(float(ages.mean()), 2) if ages.notna().any() else None,
             "age_unknown": int(ages.isna().sum()),
+            **shares.get(name, {}),
         }
     internal_patients = set(merged.loc[merged["split"].isin(SPLITS), "patient"])
     external_patients = set(external["patient"])
     report["checks"] = {
         "patient_disjoint": True,  # assert_patient_disjoint above raised otherwise
+        # Patients kept in train by split.max_patient_share (counted, never dropped).
+        "patients_forced_to_train": len(splits.attrs.get("forced_to_train", [])),
+        "max_patient_share": {k: v["max_patient_share"] for k, v in shares.items()},
         # Same pseudonym in both sets: the same PatientID at two sites. Reported, not fatal:
         # two hospitals may reuse an ID for different people.
         "external_patients_also_internal": len(internal_patients & external_patients),
+        "max_patient_share": {n: shares[n]["max_patient_share"] for n in SPLITS},
+        "patients_forced_to_train": len(splits.attrs.get("forced_to_train", [])),
     }
     return report
 
@@ -170,5 +232,6 @@ __all__ = [
     "assert_patient_disjoint",
     "make_splits",
     "patient_majority_labels",
+    "patient_shares",
     "split_report",
 ]

@@ -87,7 +87,11 @@ def test_report_counts() -> None:
         assert sum(block["labels"].values()) == sum(block["sex"].values()) == sum(block["view"].values()) == block["images"]
     assert "unknown" in r["train"]["view"]  # empty view counted, not dropped
     assert r["external/external"]["age_mean"] is None and r["external/external"]["age_unknown"] == 5
-    assert r["checks"] == {"patient_disjoint": True, "external_patients_also_internal": 0}
+    checks = r["checks"]
+    assert {k: checks[k] for k in ("patient_disjoint", "external_patients_also_internal")} == {
+        "patient_disjoint": True, "external_patients_also_internal": 0}
+    assert checks["patients_forced_to_train"] == 0  # make_splits' default share 1.0 forces none
+    assert set(checks["max_patient_share"]) == {"train", "val", "test"}
     assert r["settings"] == {"seed": 1}
 
 
@@ -118,3 +122,42 @@ def test_image_shares_follow_the_fractions_despite_skewed_patients() -> None:
     shares = s["split"].value_counts(normalize=True)
     assert abs(shares["test"] - 0.15) < 0.05 and abs(shares["val"] - 0.15) < 0.05
     assert_patient_disjoint(s)
+
+
+def test_no_patient_dominates_val_or_test_and_none_is_dropped() -> None:
+    """One patient with 66 of ~800 images (the demo's case) is kept in train, by the share rule."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for p in range(300):
+        n = 66 if p == 0 else int(rng.integers(1, 5))
+        rows += [{"patient": f"{p:016x}", "label": "abnormal" if p % 2 else "normal", "source": "internal"}] * n
+    m = pd.DataFrame(rows)
+    m.insert(0, "row", range(len(m)))
+    s = make_splits(m, val_fraction=0.15, test_fraction=0.15, seed=0, classes=["normal", "abnormal"],
+                    max_patient_share=0.10)
+    assert len(s) == len(m)  # nothing dropped
+    assert s.loc[s["patient"] == f"{0:016x}", "split"].eq("train").all()
+    r = split_report(s, m)
+    for name in ("val", "test"):
+        counts = s.loc[s["split"] == name, "patient"].value_counts()
+        assert counts.iloc[0] / counts.sum() <= 0.10
+        assert r[name]["max_patient_share"] == pytest.approx(counts.iloc[0] / counts.sum(), abs=1e-4)
+    assert r["checks"]["patients_forced_to_train"] == len(s.attrs["forced_to_train"])
+    # Without the rule (share 1.0) nothing is forced.
+    free = make_splits(m, val_fraction=0.15, test_fraction=0.15, seed=0, classes=["normal", "abnormal"])
+    assert free.attrs["forced_to_train"] == []
+
+
+def test_share_rule_moves_the_largest_patient_after_the_draw() -> None:
+    from pipeline.splits import _enforce_share
+
+    counts = pd.Series({"a": 5, "b": 1, "c": 1, "d": 1, "e": 3, "f": 1, "g": 1})
+    assignment = {"a": "val", "b": "val", "c": "val", "d": "val", "e": "test", "f": "test", "g": "test"}
+    moved = _enforce_share(assignment, counts, max_share=0.6)
+    # val: a holds 5/8 > 0.6 -> train (3 patients stay); test: e holds 3/5 = 0.6, not above -> stays.
+    assert moved == ["a"] and assignment["a"] == "train" and assignment["e"] == "test"
+    # A split at the floor (ceil(1 / share) + 1 patients) keeps its patients: the rule cannot be met.
+    tiny = {"x": "val", "y": "val"}
+    assert _enforce_share(tiny, pd.Series({"x": 9, "y": 1}), max_share=0.6) == [] and tiny["x"] == "val"
+    with pytest.raises(SplitError, match="max_patient_share"):
+        make_splits(manifest(), val_fraction=0.15, test_fraction=0.15, seed=0, max_patient_share=0)

@@ -30,11 +30,17 @@ def run_split(params: Params, workspace: Workspace) -> dict[str, Any]:
         test_fraction=params.split.test_fraction,
         seed=params.seed,
         classes=list(params.data.classes),
+        max_patient_share=params.split.max_patient_share,
     )
+    forced = splits.attrs.get("forced_to_train", [])
     report = split_report(
         splits, manifest, seed=params.seed, val_fraction=params.split.val_fraction,
         test_fraction=params.split.test_fraction, stratified_by="patient majority label",
+        max_patient_share=params.split.max_patient_share,
     )
+    if forced:
+        log.info("%d patient(s) kept in train: each would hold more than %.0f%% of val or test "
+                 "images (split.max_patient_share)", len(forced), 100 * params.split.max_patient_share)
     write_csv(splits, workspace.splits)
     write_json(workspace.path(paths.SPLIT_REPORT), report)
     for name, r in report.items():
