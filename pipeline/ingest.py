@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import dicom
-from pipeline.common import get_logger, progress, write_json
+from pipeline.common import get_logger, progress
+from pipeline.contracts import IngestReport, write_contract
 from pipeline.errors import StageError
 from pipeline.params import REPO_ROOT, Params, resolve_path
 from pipeline.store import StoreWriter
@@ -562,7 +563,7 @@ def ingest(
         internal = accounts[0]
         if internal.accepted == 0:
             report = _report(accounts, ing, n_workers, start, len(rows), store_path)
-            write_json(report_path, report)
+            write_contract(report_path, IngestReport, report)
             raise IngestError(
                 f"no usable image in {internal.spec.shown_dir}: {internal.report()['reasons']} "
                 f"(details in {report_path})"
@@ -575,7 +576,7 @@ def ingest(
     manifest.to_csv(tmp, index=False)
     os.replace(tmp, manifest_path)
     report = _report(accounts, ing, n_workers, start, len(rows), store_path)
-    write_json(report_path, report)
+    write_contract(report_path, IngestReport, report)
     return report
 
 

@@ -155,7 +155,10 @@ def test_ingest_and_split_with_zero_one_or_several_external_sets(sites, tmp_path
     ws = Workspace(tmp_path)
     with pytest.raises(SourceError, match="run the sources stage first"):
         (ws.path(SOURCES_FILE).parent.mkdir(parents=True, exist_ok=True),
-         ws.path(SOURCES_FILE).write_text(json.dumps({"sets": [{"name": "other"}]})), run_ingest(params, ws))
+         ws.path(SOURCES_FILE).write_text(json.dumps({"schema_version": 1, "hash": "md5 (DVC)", "sets": [
+             {"name": "other", "role": "internal", "dicom_dir": "x", "labels_csv": "x.csv", "description": None,
+              "dicom_dir_md5": "a.dir", "n_files": 1, "size_bytes": 1, "labels_csv_md5": "b"}]})),
+         run_ingest(params, ws))
     run_sources(params, ws)
     report = run_ingest(params, ws)
     names = [e.name for e in params.data.external]

@@ -242,12 +242,13 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
 def reproducibility_facts(root: Path, params_raw: Mapping[str, Any]) -> dict[str, Any]:
     import platform
 
+    from pipeline.contracts import Sources, read_contract
     from pipeline.provenance import reproducibility_record
     from pipeline.sources import SOURCES_FILE
 
     sources = root / SOURCES_FILE
     return {
-        "record": reproducibility_record(root, read_json(sources) if sources.is_file() else None),
+        "record": reproducibility_record(root, read_contract(sources, Sources) if sources.is_file() else None),
         "packages": package_versions(),
         "python": platform.python_version(),
         "params": mask_params(params_raw),

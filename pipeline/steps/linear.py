@@ -8,7 +8,8 @@ from typing import Any
 import joblib
 
 from pipeline import paths
-from pipeline.common import get_logger, write_json
+from pipeline.common import get_logger
+from pipeline.contracts import LinearLog, write_contract
 from pipeline.dataset import load_dataset
 from pipeline.errors import StageError
 from pipeline.linear import auroc, build_training_set, fit_linear, load_linear_inputs, predict_linear
@@ -91,7 +92,7 @@ def run_linear(params: Params, workspace: Workspace) -> dict[str, Any]:
     card = linear_model_card(model, info, params, int(dataset.images.shape[1]), wall)
     record = {"model_card": card, "cv": cv_table, "best_C": cv.best_C, "val_auroc": val_auroc,
               "train_auroc": train_auroc}
-    write_json(workspace.train_log("linear"), record)
+    write_contract(workspace.train_log("linear"), LinearLog, record)
     log.info(
         "C=%g (%d-fold grouped CV, %d images + %d views, %d patients): train AUROC %.3f, "
         "val AUROC %.3f, %.1f s",

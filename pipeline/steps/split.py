@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline import paths
-from pipeline.common import get_logger, write_json
+from pipeline.common import get_logger
+from pipeline.contracts import SplitReport, write_contract
 from pipeline.params import Params
 from pipeline.splits import make_splits, split_report
 from pipeline.workspace import Workspace
@@ -41,7 +42,7 @@ def run_split(params: Params, workspace: Workspace) -> dict[str, Any]:
     tmp = out.with_name(out.name + ".tmp")
     splits.to_csv(tmp, index=False)
     os.replace(tmp, out)
-    write_json(workspace.path(paths.SPLIT_REPORT), report)
+    write_contract(workspace.path(paths.SPLIT_REPORT), SplitReport, report)
     for name, r in report.items():
         if isinstance(r, dict) and "patients" in r:
             log.info("%-8s %4d patients %5d images %s", name, r["patients"], r["images"], r["labels"])
