@@ -28,7 +28,7 @@ from pipeline import paths
 from pipeline.common import read_json, write_json
 from pipeline.errors import StageError
 
-Num = Union[float, None]  # a statistic; null where undefined (NaN on the writer's side)
+Num = float | None  # a statistic; null where undefined (NaN on the writer's side)
 SPLIT_KEY = re.compile(r"^(train|val|test|external/[a-z0-9_-]+)$")
 
 
@@ -668,8 +668,7 @@ class CatchUp(Contract):
     challenger: str
     reference: str
     per_size: list[dict[str, float | int | bool | None]] = Field(
-        description="fraction, n_patients, `<challenger>_auroc`, `<reference>_auroc`, "
-        "`<reference>_ci_low`, caught_up"
+        description="fraction, n_patients, `<challenger>_auroc`, `<reference>_auroc`, `<reference>_ci_low`, caught_up"
     )
     from_patients: int | None
     text: str
@@ -745,7 +744,9 @@ def read_contract(path: str | Path, model: type[M]) -> M:
         return model.model_validate(read_json(path))
     except ValidationError as err:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:3])
-        raise ContractError(f"{path} does not match {model.__name__} ({where}); rerun the stage that writes it") from None
+        raise ContractError(
+            f"{path} does not match {model.__name__} ({where}); rerun the stage that writes it"
+        ) from None
     except ValueError as err:
         raise ContractError(f"{path} is not valid JSON ({err})") from None
 
@@ -823,7 +824,7 @@ def markdown() -> str:
     """One section per file: its model's table, then the table of every model it nests."""
     out: list[str] = []
     seen: set[type[BaseModel]] = set()
-    for file, model in FILES.items():
+    for model in FILES.values():
         files = [f for f, m in FILES.items() if m is model]
         if model in seen:
             continue
@@ -839,7 +840,9 @@ def markdown() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="print the schema tables (DESIGN.md)")
-    ap.add_argument("--check", nargs="*", metavar="FILE", help="validate these inter-stage files (default: all present)")
+    ap.add_argument(
+        "--check", nargs="*", metavar="FILE", help="validate these inter-stage files (default: every one present)"
+    )
     a = ap.parse_args(argv)
     if a.markdown:
         sys.stdout.write(markdown())

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import paths
 from pipeline import contracts as C
+from pipeline import paths
 from pipeline.contracts import write_contract
 from pipeline.params import REPO_ROOT, validate_params
 
@@ -150,9 +150,9 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
     write_contract(root / paths.INGEST_REPORT, C.IngestReport, ingest)
     from pipeline.splits import split_report
 
-    write_contract(root / paths.SPLIT_REPORT, C.SplitReport, split_report(man[["row", "patient", "label", "split"]], man.drop(columns="split"),
-                                                       seed=42, val_fraction=0.15, test_fraction=0.15,
-                                                       stratified_by="patient majority label"))
+    split = split_report(man[["row", "patient", "label", "split"]], man.drop(columns="split"), seed=42,
+                         val_fraction=0.15, test_fraction=0.15, stratified_by="patient majority label")
+    write_contract(root / paths.SPLIT_REPORT, C.SplitReport, split)
 
     logs = {
         "finetune": {"model_card": _card("finetune", 6, 4), "history": _history(6, 0.70, 0.04, 5), "best_epoch": 4,

@@ -22,9 +22,12 @@ from pipeline.params import REPO_ROOT
 from pipeline.workspace import Workspace
 
 BEGIN, END = "<!-- contracts:begin -->", "<!-- contracts:end -->"
-COMMITTED = [f for f in C.FILES if (REPO_ROOT / f).is_file()
-             and subprocess.run(["git", "ls-files", "--error-unmatch", f], cwd=REPO_ROOT,
-                                capture_output=True).returncode == 0]
+COMMITTED = [
+    f
+    for f in C.FILES
+    if (REPO_ROOT / f).is_file()
+    and subprocess.run(["git", "ls-files", "--error-unmatch", f], cwd=REPO_ROOT, capture_output=True).returncode == 0
+]
 
 
 def _round_trip(model: type[BaseModel], doc: object) -> None:
@@ -60,8 +63,14 @@ def ingested(tmp_path_factory) -> Workspace:
 
 
 def test_committed_demo_files_validate() -> None:
-    assert {"data/sources.json", "reports/ingest.json", "reports/split.json", "reports/evaluation.json",
-            "reports/metrics.json", "reports/diagnostics.json"} <= set(COMMITTED)
+    assert {
+        "data/sources.json",
+        "reports/ingest.json",
+        "reports/split.json",
+        "reports/evaluation.json",
+        "reports/metrics.json",
+        "reports/diagnostics.json",
+    } <= set(COMMITTED)
     for f in COMMITTED:
         C.read_contract(REPO_ROOT / f, C.FILES[f])
 
@@ -149,7 +158,8 @@ def test_design_md_holds_exactly_the_generated_tables() -> None:
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     inside = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert inside.strip("\n") == C.markdown().strip("\n"), (
-        "DESIGN.md's schema tables are stale: paste `python -m pipeline.contracts --markdown` between the markers")
+        "DESIGN.md's schema tables are stale: paste `python -m pipeline.contracts --markdown` between the markers"
+    )
 
 
 def test_markdown_lists_every_file_and_field() -> None:
@@ -157,6 +167,11 @@ def test_markdown_lists_every_file_and_field() -> None:
     for f in C.FILES:
         assert f"`{f}`" in md
     assert "| `dicom_dir_md5` |" in md and "| `class` |" in md and "| *other keys* | SplitStats |" in md
-    out = subprocess.run([sys.executable, "-m", "pipeline.contracts", "--markdown"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.contracts", "--markdown"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out == md
