@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import dicom
-from pipeline.common import get_logger, progress, write_csv, write_json
+from pipeline.common import get_logger, progress, write_csv
+from pipeline.contracts import IngestReport, write_contract
 from pipeline.errors import StageError
 from pipeline.params import REPO_ROOT, Params, resolve_path
 from pipeline.store import StoreWriter
@@ -598,7 +599,7 @@ def ingest(
         internal = accounts[0]
         if internal.accepted == 0:
             report = _report(accounts, ing, n_workers, start, len(rows), store_path)
-            write_json(report_path, report)
+            write_contract(report_path, IngestReport, report)
             raise IngestError(
                 f"no usable image in {internal.spec.shown_dir}: {internal.report()['reasons']} "
                 f"(details in {report_path})"
@@ -613,7 +614,7 @@ def ingest(
     if not accepted == len(manifest) == n_stored:
         raise IngestError(f"accounting is off: {accepted} accepted, {len(manifest)} manifest rows, "
                           f"{n_stored} stored images")
-    write_json(report_path, report)
+    write_contract(report_path, IngestReport, report)
     _write_log(Path(report_path).with_suffix(".log"), details)
     summary = Counter(r.split(":", 1)[0] for _, _, r, _ in details)
     if summary:

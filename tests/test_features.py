@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.backbones import create_backbone
+from pipeline.contracts import FeaturesInfo
 from pipeline.features import embed, extract_features
 from pipeline.params import Backbone
 
@@ -36,6 +37,7 @@ def test_extract_features_keeps_weights_bit_identical(model) -> None:
     # No wall time in info.json: it is a DVC dependency of linear/diagnose and must be
     # identical for an identical embedding.
     assert not {"seconds", "images_per_s"} & set(info)
+    assert FeaturesInfo.model_validate(info).model_dump() == info  # the contract of data/features/info.json
 
 
 def test_embedding_is_the_eval_mode_forward_in_row_order(model) -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.contracts import Sources, SourceSet
 from pipeline.provenance import pipeline_outputs, reproducibility_record
 
-SOURCES = {"sets": [{"name": "internal", "dicom_dir": "/data/a", "labels_csv": "/data/a.csv",
-                     "dicom_dir_md5": "abc.dir", "n_files": 3, "labels_csv_md5": "def"}]}
+SOURCES = Sources(schema_version=1, hash="md5 (DVC)", sets=[SourceSet(
+    name="internal", role="internal", dicom_dir="/data/a", labels_csv="/data/a.csv", description=None,
+    dicom_dir_md5="abc.dir", n_files=3, size_bytes=10, labels_csv_md5="def")])
 
 
 def _git(root: Path, *args: str) -> None:

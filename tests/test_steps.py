@@ -155,7 +155,10 @@ def test_ingest_and_split_with_zero_one_or_several_external_sets(sites, tmp_path
     ws = Workspace(tmp_path)
     with pytest.raises(SourceError, match="run the sources stage first"):
         (ws.path(SOURCES_FILE).parent.mkdir(parents=True, exist_ok=True),
-         ws.path(SOURCES_FILE).write_text(json.dumps({"sets": [{"name": "other"}]})), run_ingest(params, ws))
+         ws.path(SOURCES_FILE).write_text(json.dumps({"schema_version": 1, "hash": "md5 (DVC)", "sets": [
+             {"name": "other", "role": "internal", "dicom_dir": "x", "labels_csv": "x.csv", "description": None,
+              "dicom_dir_md5": "a.dir", "n_files": 1, "size_bytes": 1, "labels_csv_md5": "b"}]})),
+         run_ingest(params, ws))
     run_sources(params, ws)
     report = run_ingest(params, ws)
     names = [e.name for e in params.data.external]
@@ -264,8 +267,12 @@ def test_linear_step_end_to_end(workspace) -> None:
     workspace.path(paths.FEATURES_DIR).mkdir(parents=True)
     np.save(workspace.path(paths.FEATURES), X.astype(np.float32))
     np.save(workspace.path(paths.AUGMENTED_FEATURES), (X[train] + 0.1).astype(np.float32))
-    workspace.path(paths.FEATURES_INFO).write_text(json.dumps(
-        {"backbone": "efficientnet_lite0", "weights_source": "test", "weights_sha256": "ab" * 32, "D": 6}))
+    workspace.path(paths.FEATURES_INFO).write_text(json.dumps({
+        "backbone": "efficientnet_lite0", "weights_source": "test", "weights_sha256": "ab" * 32, "num_features": 6,
+        "num_classes": 2, "preprocessing": {"scale": 255.0, "mean": [127.0] * 3, "std": [128.0] * 3, "in_chans": 3,
+                                            "grey_to_rgb": "repeat", "description": "test"},
+        "D": 6, "image_size": 16, "n_images": n, "n_augmented": len(train), "batch_size": 8, "device": "cpu",
+        "num_threads": 1}))
     raw = repo_params()
     raw["linear"].update(cv_folds=3, C_grid=GRID)
     params = write_params(workspace.root, raw)

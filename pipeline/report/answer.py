@@ -55,7 +55,8 @@ def method_flags(train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] |
     verdicts = (diagnostics or {}).get("verdicts") or {}
     for method, log in train_logs.items():
         out = []
-        fit = (log or {}).get("fit_check") or {}
+        doc = log.model_dump() if hasattr(log, "model_dump") else dict(log or {})  # a contract model
+        fit = doc.get("fit_check") or {}
         if fit.get("fits") is False:
             out.append("did not fit its training data"
                        + (f" (best train AUROC {_f(fit.get('train_auroc_max'))})" if fit.get("train_auroc_max") else ""))

@@ -24,7 +24,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.common import get_logger, read_json
+from pipeline import contracts as C
+from pipeline import paths
+from pipeline.common import get_logger
 
 log = get_logger(__name__)
 
@@ -203,13 +205,13 @@ class ReportInputs:
     """Everything the report shows, read from disk; ``None`` = that input is missing."""
 
     params: Any  # pipeline.params.Params
-    ingest: dict | None = None
-    split: dict | None = None
-    metrics: dict | None = None
-    evaluation: dict | None = None
-    diagnostics: dict | None = None
-    train_logs: dict[str, dict] = field(default_factory=dict)
-    features_info: dict | None = None
+    ingest: C.IngestReport | None = None
+    split: C.SplitReport | None = None
+    metrics: dict | None = None  # validated against C.Metrics
+    evaluation: dict | None = None  # validated against C.Evaluation
+    diagnostics: dict | None = None  # validated against C.Diagnostics
+    train_logs: dict[str, C.TrainLog | C.LinearLog] = field(default_factory=dict)
+    features_info: C.FeaturesInfo | None = None
     attributions: list[tuple[str, str]] = field(default_factory=list)  # (folder, text)
     figures: dict[str, Path] = field(default_factory=dict)  # existing upstream PNGs by key
     gradcam: Any = None  # GradcamResult, or None with gradcam_note
@@ -218,15 +220,23 @@ class ReportInputs:
     problems: dict[str, str] = field(default_factory=dict)  # input -> why it is unavailable
 
 
-def _read_optional(path: Path, problems: dict[str, str], name: str) -> dict | None:
+def _read_optional(path: Path, problems: dict[str, str], name: str, model: type[C.M]) -> C.M | None:
+    """The file validated against its contract; ``None`` (and the reason in ``problems``) when it
+    is missing, not JSON or does not match."""
     if not path.exists():
         problems[name] = f"{name} not found"
         return None
     try:
-        return read_json(path)
-    except ValueError as err:
-        problems[name] = f"{name} is not valid JSON ({err})"
+        return C.read_contract(path, model)
+    except C.ContractError as err:
+        problems[name] = str(err)
         return None
+
+
+def _read_plain(path: Path, problems: dict[str, str], name: str, model: type[C.M]) -> dict | None:
+    """Like :func:`_read_optional`, as the plain (validated) document."""
+    doc = _read_optional(path, problems, name, model)
+    return None if doc is None else doc.model_dump(by_alias=True, exclude_unset=True)
 
 
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
@@ -247,7 +257,7 @@ def reproducibility_facts(root: Path, params_raw: Mapping[str, Any]) -> dict[str
 
     sources = root / SOURCES_FILE
     return {
-        "record": reproducibility_record(root, read_json(sources) if sources.is_file() else None),
+        "record": reproducibility_record(root, C.read_contract(sources, C.Sources) if sources.is_file() else None),
         "packages": package_versions(),
         "python": platform.python_version(),
         "params": mask_params(params_raw),
@@ -255,21 +265,22 @@ def reproducibility_facts(root: Path, params_raw: Mapping[str, Any]) -> dict[str
 
 
 def load_inputs(root: Path, params: Any, params_raw: Mapping[str, Any] | None = None) -> ReportInputs:
-    """Read the pipeline's reports under ``root``; missing ones are recorded, not fatal."""
-    from pipeline import paths
+    """Read the pipeline's reports under ``root``, each validated against its contract; missing or
+    invalid ones are recorded, not fatal."""
     from pipeline.params import resolve_path
 
     root = Path(root)
     problems: dict[str, str] = {}
     inp = ReportInputs(params=params, problems=problems)
-    inp.ingest = _read_optional(root / paths.INGEST_REPORT, problems, str(paths.INGEST_REPORT))
-    inp.split = _read_optional(root / paths.SPLIT_REPORT, problems, str(paths.SPLIT_REPORT))
-    inp.metrics = _read_optional(root / paths.METRICS, problems, str(paths.METRICS))
-    inp.evaluation = _read_optional(root / paths.EVALUATION, problems, str(paths.EVALUATION))
-    inp.diagnostics = _read_optional(root / paths.DIAGNOSTICS, problems, str(paths.DIAGNOSTICS))
-    inp.features_info = _read_optional(root / paths.FEATURES_INFO, problems, str(paths.FEATURES_INFO))
+    inp.ingest = _read_optional(root / paths.INGEST_REPORT, problems, str(paths.INGEST_REPORT), C.IngestReport)
+    inp.split = _read_optional(root / paths.SPLIT_REPORT, problems, str(paths.SPLIT_REPORT), C.SplitReport)
+    inp.metrics = _read_plain(root / paths.METRICS, problems, str(paths.METRICS), C.Metrics)
+    inp.evaluation = _read_plain(root / paths.EVALUATION, problems, str(paths.EVALUATION), C.Evaluation)
+    inp.diagnostics = _read_plain(root / paths.DIAGNOSTICS, problems, str(paths.DIAGNOSTICS), C.Diagnostics)
+    inp.features_info = _read_optional(root / paths.FEATURES_INFO, problems, str(paths.FEATURES_INFO), C.FeaturesInfo)
     for name in paths.PATHS:
-        log_ = _read_optional(root / paths.train_log(name), problems, str(paths.train_log(name)))
+        log_ = _read_optional(root / paths.train_log(name), problems, str(paths.train_log(name)),
+                              C.train_log_model(name))
         if log_ is not None:
             inp.train_logs[name] = log_
     folders = [params.data.dicom_dir] + [e.dicom_dir for e in params.data.external]
@@ -307,11 +318,12 @@ def _split_title(inp: ReportInputs, split: str) -> str:
     return f"{split} split"
 
 
-def _ingest_sources(inp: ReportInputs) -> list[tuple[str, dict]]:
+def _ingest_sources(inp: ReportInputs) -> list[tuple[str, C.IngestBlock]]:
     """(name, ingest block) of the development set and of every external set ingested."""
-    ing = inp.ingest or {}
-    ext = ing.get("external") if isinstance(ing.get("external"), dict) else {}
-    return [("development", ing)] + [(f"external `{n}`", b) for n, b in ext.items() if isinstance(b, dict)]
+    ing = inp.ingest
+    if ing is None:
+        return []
+    return [("development", ing)] + [(f"external `{n}`", b) for n, b in ing.external.items()]
 
 
 def _splits_present(inp: ReportInputs) -> list[str]:
@@ -567,20 +579,18 @@ def _section_ingest(inp: ReportInputs) -> list[dict]:
     classes = list(inp.params.data.classes)
     rows = []
     for name, s in sources:
-        per_class = s.get("per_class") or {}
-        rows.append([name, fnum(s.get("seen")), fnum(s.get("accepted")), fnum(s.get("rejected")),
-                     fnum(len(s.get("labels_without_file") or []))]
-                    + [fnum(per_class.get(c)) if per_class else "n/a" for c in classes]
-                    + [fnum(s.get("patients"))])
+        rows.append([name, fnum(s.seen), fnum(s.accepted), fnum(s.rejected), fnum(len(s.labels_without_file))]
+                    + [fnum(s.per_class.get(c, 0)) for c in classes]
+                    + [fnum(s.patients)])
     blocks = [
         p("Every file found is either accepted or rejected with a reason (accepted + rejected = seen). "
           "'Labels without a file': rows of the labels CSV naming a file that was not found."),
         table(Table(["set", "files seen", "accepted", "rejected", "labels without a file"]
                     + [f"accepted: {c}" for c in classes] + ["patients"], rows)),
     ]
-    reasons = sorted({r for _, s in sources for r in (s.get("reasons") or {})})
+    reasons = sorted({r for _, s in sources for r in s.reasons})
     if reasons:
-        rt = [[r] + [fnum((s.get("reasons") or {}).get(r, 0)) for _, s in sources] for r in reasons]
+        rt = [[r] + [fnum(s.reasons.get(r, 0)) for _, s in sources] for r in reasons]
         blocks.append(table(Table(["rejection reason"] + [n for n, _ in sources], rt, caption="Rejections by reason")))
     else:
         blocks.append(p("No file was rejected."))
@@ -591,20 +601,18 @@ def _section_ingest(inp: ReportInputs) -> list[dict]:
     return blocks
 
 
-def _split_stats(inp: ReportInputs) -> dict[str, dict]:
-    """split.json per split (accepts {"splits": {...}} or the splits at the top level)."""
-    s = inp.split or {}
-    block = s.get("splits") if isinstance(s.get("splits"), dict) else s
-    keys = ["train", "val", "test"] + [k for k in block if str(k).startswith("external/")]
-    return {k: block[k] for k in keys if isinstance(block.get(k), dict)}
+def _split_stats(inp: ReportInputs) -> dict[str, C.SplitStats]:
+    """split.json per split: train, val, test, then the external sets in the file's order."""
+    if inp.split is None:
+        return {}
+    block = inp.split.splits
+    keys = [k for k in ("train", "val", "test") if k in block] + [k for k in block if k.startswith("external/")]
+    return {k: block[k] for k in keys}
 
 
 def _split_rows(inp: ReportInputs) -> list[dict[str, Any]]:
-    out = []
-    for name, st in _split_stats(inp).items():
-        out.append({"split": name, "patients": st.get("patients"), "images": st.get("images"),
-                    "labels": st.get("labels") or {}})
-    return out
+    return [{"split": name, "patients": st.patients, "images": st.images, "labels": st.labels}
+            for name, st in _split_stats(inp).items()]
 
 
 def _section_flow(inp: ReportInputs) -> list[dict]:
@@ -612,22 +620,22 @@ def _section_flow(inp: ReportInputs) -> list[dict]:
     blocks: list[dict] = []
     if not rows:
         return [missing(f"Split report unavailable: {inp.problems.get('reports/split.json', 'no per-split counts')}.")]
-    ing = inp.ingest or {}
+    ing = inp.ingest
     classes = list(inp.params.data.classes)
     steps = []
     if ing:
-        steps.append(f"Development site: {fnum(ing.get('seen'))} files found → {fnum(ing.get('accepted'))} accepted "
-                     f"({fnum(ing.get('rejected'))} rejected, see Ingest).")
+        steps.append(f"Development site: {fnum(ing.seen)} files found → {fnum(ing.accepted)} accepted "
+                     f"({fnum(ing.rejected)} rejected, see Ingest).")
     dev = [r for r in rows if not r["split"].startswith("external")]
     if dev:
         steps.append("Split by patient (no patient in two splits): " + "; ".join(
             f"{r['split']} {fnum(r['patients'])} patients / {fnum(r['images'])} images" for r in dev) + ".")
     ext = [r for r in rows if r["split"].startswith("external/")]
     by_split = {r["split"]: r for r in ext}
-    for name, e in ((ing.get("external") or {}).items() if isinstance(ing.get("external"), dict) else []):
+    for name, e in (ing.external.items() if ing else []):
         r = by_split.get(f"external/{name}")
-        steps.append(f"{_split_title(inp, f'external/{name}')}: {fnum(e.get('seen'))} files found → "
-                     f"{fnum(e.get('accepted'))} accepted"
+        steps.append(f"{_split_title(inp, f'external/{name}')}: {fnum(e.seen)} files found → "
+                     f"{fnum(e.accepted)} accepted"
                      + (f" → {fnum(r['patients'])} patients / {fnum(r['images'])} images, never trained on." if r else "."))
     blocks.append(ul(steps))
     t_rows = [[r["split"], fnum(r["patients"]), fnum(r["images"])] + [fnum(r["labels"].get(c)) for c in classes] for r in rows]
@@ -643,62 +651,56 @@ def _section_demographics(inp: ReportInputs) -> list[dict]:
         return [missing("Split report unavailable: no demographics per split.")]
     blocks: list[dict] = []
     for attr, label in (("sex", "Sex (images)"), ("view", "View position (images)")):
-        present = {k: v.get(attr) for k, v in stats.items() if isinstance(v.get(attr), dict) and v.get(attr)}
-        if not present:
-            blocks.append(missing(f"{label}: not recorded in reports/split.json."))
-            continue
+        counts = {k: getattr(v, attr) for k, v in stats.items()}
         blocks.append(h3(label))
-        keys = sorted({k for v in present.values() for k in v}, key=str)
-        rows = [[str(k)] + [fnum(present[s].get(k, 0)) if s in present else "n/a" for s in stats] for k in keys]
+        keys = sorted({k for v in counts.values() for k in v}, key=str)
+        rows = [[str(k)] + [fnum(counts[s].get(k, 0)) for s in stats] for k in keys]
         blocks.append(table(Table([label.split(" (")[0]] + list(stats), rows)))
     blocks.append(h3("Age (years)"))
-    if any("age_mean" in v or "age_unknown" in v for v in stats.values()):
-        blocks.append(table(Table(
-            ["Age"] + list(stats),
-            [["mean"] + [fnum(v.get("age_mean"), 1) for v in stats.values()],
-             ["unknown (images)"] + [fnum(v.get("age_unknown")) for v in stats.values()]])))
-    else:
-        blocks.append(missing("Age: not recorded in reports/split.json."))
+    blocks.append(table(Table(
+        ["Age"] + list(stats),
+        [["mean"] + [fnum(v.age_mean, 1) for v in stats.values()],
+         ["unknown (images)"] + [fnum(v.age_unknown) for v in stats.values()]])))
     return blocks
 
 
 def _section_model_cards(inp: ReportInputs) -> list[dict]:
     blocks: list[dict] = []
-    fi = inp.features_info or {}
+    fi = inp.features_info
     for name in PATH_ORDER:
         log_ = inp.train_logs.get(name)
         blocks.append(h3(PATH_NAMES[name]))
-        if not log_ or not log_.get("model_card"):
-            blocks.append(missing(f"No training log for {name} (reports/train/{name}.json)."))
+        if log_ is None:
+            why = inp.problems.get(str(paths.train_log(name)), f"reports/train/{name}.json not found")
+            blocks.append(missing(f"No training log for {name} ({why})."))
             continue
-        c = log_["model_card"]
+        c = log_.model_card
         rows = [
-            ["backbone", str(c.get("backbone"))],
-            ["weights source", str(c.get("weights_source"))],
-            ["weights sha256", str(c.get("weights_sha256") or "none (random initialisation)")],
-            ["what was trained", str(c.get("trained"))],
-            ["epochs run / kept epoch", f"{fnum(c.get('epochs_run'))} / {fnum(c.get('best_epoch'))}"
-             if c.get("epochs_run") is not None else "no epochs (closed-form convex fit)"],
-            ["device", str(c.get("device"))],
-            ["wall time", f"{fnum(c.get('wall_time_s'), 1)} s"],
-            ["image size", f"{fnum(c.get('image_size'))} px"],
-            ["seed", fnum(c.get("seed"))],
+            ["backbone", c.backbone],
+            ["weights source", c.weights_source],
+            ["weights sha256", c.weights_sha256 or "none (random initialisation)"],
+            ["what was trained", c.trained],
+            ["epochs run / kept epoch", f"{fnum(c.epochs_run)} / {fnum(c.best_epoch)}"
+             if c.epochs_run is not None else "no epochs (closed-form convex fit)"],
+            ["device", c.device],
+            ["wall time", f"{fnum(c.wall_time_s, 1)} s"],
+            ["image size", f"{fnum(c.image_size)} px"],
+            ["seed", fnum(c.seed)],
         ]
-        if name == "linear":
-            rows += [["C (chosen by grouped CV)", fsci(c.get("C"))],
-                     ["CV folds used / requested", f"{fnum(c.get('cv_folds'))} / {fnum(c.get('cv_folds_requested'))}"],
-                     ["frozen", str(c.get("frozen"))]]
+        if isinstance(c, C.LinearModelCard):
+            rows += [["C (chosen by grouped CV)", fsci(c.C)],
+                     ["CV folds used / requested", f"{fnum(c.cv_folds)} / {fnum(c.cv_folds_requested)}"],
+                     ["frozen", c.frozen]]
             if fi:
-                rows.append(["feature dimension", fnum(fi.get("dim", fi.get("D")))])
-        if c.get("monitor"):
-            rows.append(["early stopping on", str(c["monitor"])])
+                rows.append(["feature dimension", fnum(fi.D)])
+        else:
+            rows.append(["early stopping on", c.monitor])
         blocks.append(table(Table(["item", "value"], rows)))
-        groups = c.get("layer_groups") or []
+        groups = c.layer_groups
         if groups:
             blocks.append(table(Table(
                 ["layer group", "learning rate", "parameters", "trainable"],
-                [[str(g.get("name")), fsci(g.get("lr")),
-                  fnum(g.get("n_params")), "yes" if g.get("trainable") else "no"] for g in groups],
+                [[g.name, fsci(g.lr), fnum(g.n_params), "yes" if g.trainable else "no"] for g in groups],
                 caption=f"{name}: learning rate per layer group",
             )))
         elif name == "linear":
@@ -997,7 +999,7 @@ def _section_reproducibility(inp: ReportInputs) -> list[dict]:
          else "not available (not a git checkout)"],
         ["dvc.lock sha256", rec.get("dvc_lock_sha256") or "not available (no dvc.lock: the pipeline was not run by DVC)"],
         ["seed (params)", fnum(inp.params.seed)],
-        ["seeds of the training runs", ", ".join(f"{k}: {fnum((v.get('model_card') or {}).get('seed'))}"
+        ["seeds of the training runs", ", ".join(f"{k}: {fnum(v.model_card.seed)}"
                                                  for k, v in inp.train_logs.items()) or "n/a"],
         ["learning-curve seeds", ", ".join(str(s) for s in lc_seeds) or "n/a"],
         ["evaluation bootstrap seed", fnum((inp.evaluation or {}).get("seed"))],

@@ -7,7 +7,8 @@ from typing import Any
 
 from pipeline import diagnostics as D
 from pipeline import paths
-from pipeline.common import get_logger, read_json, seed_everything, write_json
+from pipeline.common import get_logger, seed_everything
+from pipeline.contracts import Diagnostics, Evaluation, Metrics, read_contract, train_log_model, write_contract
 from pipeline.dataset import load_dataset
 from pipeline.linear import load_linear_inputs
 from pipeline.params import Params
@@ -23,9 +24,11 @@ def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
     every method with the main run's settings on fractions of the training patients."""
     seed_everything(params.seed)
     start = time.perf_counter()
-    logs = {p: read_json(workspace.require(paths.train_log(p), p)) for p in paths.PATHS}
-    metrics = read_json(workspace.require(paths.METRICS, "evaluate"))
-    evaluation = read_json(workspace.require(paths.EVALUATION, "evaluate"))
+    # Validated against their contracts; pipeline.diagnostics reads the plain documents.
+    logs = {p: read_contract(workspace.require(paths.train_log(p), p), train_log_model(p)).model_dump(by_alias=True)
+            for p in paths.PATHS}
+    metrics = read_contract(workspace.require(paths.METRICS, "evaluate"), Metrics).model_dump()
+    evaluation = read_contract(workspace.require(paths.EVALUATION, "evaluate"), Evaluation).model_dump()
     rules = D.Rules.from_params(params)
 
     dataset = load_dataset(params, root=workspace.root)
@@ -44,7 +47,7 @@ def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
     }
     doc["figures"] = {k: workspace.show(v) for k, v in out.items()}
     doc["wall_time_s"] = round(time.perf_counter() - start, 1)
-    write_json(workspace.path(paths.DIAGNOSTICS), doc)
+    write_contract(workspace.path(paths.DIAGNOSTICS), Diagnostics, doc)
     for method, v in doc["verdicts"].items():
         log.info("%s: %s", method, v["text"])
     for ref, c in lc["scratch_catch_up"].items():

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline import paths
-from pipeline.common import get_logger, write_json
+from pipeline.common import get_logger
+from pipeline.contracts import Evaluation, Metrics, write_contract
 from pipeline.errors import StageError
 from pipeline.evaluation import evaluate_predictions, write_plot_data
 from pipeline.params import Params
@@ -39,8 +40,8 @@ def run_evaluate(params: Params, workspace: Workspace) -> tuple[dict[str, Any], 
         )
     start = time.perf_counter()
     metrics, evaluation = evaluate_predictions(predictions, manifest, params)
-    write_json(workspace.path(paths.METRICS), metrics)
-    write_json(workspace.path(paths.EVALUATION), evaluation)
+    write_contract(workspace.path(paths.METRICS), Metrics, metrics)
+    write_contract(workspace.path(paths.EVALUATION), Evaluation, evaluation)
     plots = write_plot_data(evaluation, workspace.path(paths.PLOTS))
     for name, per_split in metrics.items():
         for split, m in per_split.items():

@@ -6,7 +6,8 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.backbones import create_backbone, select_device
-from pipeline.common import get_logger, write_json
+from pipeline.common import get_logger
+from pipeline.contracts import FeaturesInfo, write_contract
 from pipeline.features import extract_features
 from pipeline.params import Params
 from pipeline.store import open_store
@@ -32,5 +33,5 @@ def run_features(params: Params, workspace: Workspace) -> None:
     workspace.path(paths.FEATURES_DIR).mkdir(parents=True, exist_ok=True)
     np.save(workspace.path(paths.FEATURES), feats)
     np.save(workspace.path(paths.AUGMENTED_FEATURES), aug_feats)
-    write_json(workspace.path(paths.FEATURES_INFO), info)
+    write_contract(workspace.path(paths.FEATURES_INFO), FeaturesInfo, info)
     log.info("-> %s %s, %s %s", paths.FEATURES, feats.shape, paths.AUGMENTED_FEATURES, aug_feats.shape)

@@ -19,7 +19,7 @@ def run_ingest(params: Params, workspace: Workspace) -> dict[str, Any]:
     same sets (data/sources.json), so that DVC reran this stage when any of them changed."""
     from pipeline.sources import SourceError
 
-    recorded = [s["name"] for s in read_sources(workspace.path(SOURCES_FILE))["sets"]]
+    recorded = [s.name for s in read_sources(workspace.path(SOURCES_FILE)).sets]
     configured = [s.name for s in configured_sets(params)]
     if recorded != configured:
         raise SourceError(f"{SOURCES_FILE} lists the sets {recorded} but params.yaml {configured}; "

@@ -8,7 +8,8 @@ from typing import Any
 import joblib
 
 from pipeline import paths
-from pipeline.common import get_logger, write_json
+from pipeline.common import get_logger
+from pipeline.contracts import FeaturesInfo, LinearLog, write_contract
 from pipeline.dataset import load_dataset
 from pipeline.errors import StageError
 from pipeline.linear import auroc, build_training_set, fit_linear, load_linear_inputs, predict_linear
@@ -20,25 +21,17 @@ log = get_logger("linear")
 MODEL = paths.MODELS / "linear" / "model.joblib"
 
 
-def _info_value(info: dict[str, Any], key: str) -> Any:
-    """One key of the features' info.json; a missing one is an error, not a guess."""
-    if key not in info:
-        raise StageError(f"{paths.FEATURES_INFO} has no {key!r}; rerun the features stage")
-    return info[key]
-
-
-def linear_model_card(model: Any, info: dict[str, Any], params: Params, image_size: int,
+def linear_model_card(model: Any, info: FeaturesInfo, params: Params, image_size: int,
                       wall_time_s: float) -> dict[str, Any]:
     """What was trained, on what, with which choice of C (model card keys: DESIGN.md)."""
     cv = model.cv_info_
     lr = model.named_steps["logisticregression"]
-    dim = int(_info_value(info, "D"))
     return {
         "path": "linear",
-        "backbone": _info_value(info, "backbone"),
-        "weights_source": _info_value(info, "weights_source"),
-        "weights_sha256": _info_value(info, "weights_sha256"),
-        "trained": f"logistic regression on frozen {dim}-d embeddings",
+        "backbone": info.backbone,
+        "weights_source": info.weights_source,
+        "weights_sha256": info.weights_sha256,
+        "trained": f"logistic regression on frozen {info.D}-d embeddings",
         # No backbone layer group is trained: the embeddings were computed once, without gradients.
         "layer_groups": [],
         "frozen": "all backbone layer groups (features computed once, no gradient)",
@@ -91,7 +84,7 @@ def run_linear(params: Params, workspace: Workspace) -> dict[str, Any]:
     card = linear_model_card(model, info, params, int(dataset.images.shape[1]), wall)
     record = {"model_card": card, "cv": cv_table, "best_C": cv.best_C, "val_auroc": val_auroc,
               "train_auroc": train_auroc}
-    write_json(workspace.train_log("linear"), record)
+    write_contract(workspace.train_log("linear"), LinearLog, record)
     log.info(
         "C=%g (%d-fold grouped CV, %d images + %d views, %d patients): train AUROC %.3f, "
         "val AUROC %.3f, %.1f s",

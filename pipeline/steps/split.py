@@ -7,7 +7,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline import paths
-from pipeline.common import get_logger, write_csv, write_json
+from pipeline.common import get_logger, write_csv
+from pipeline.contracts import SplitReport, write_contract
 from pipeline.params import Params
 from pipeline.splits import make_splits, split_report
 from pipeline.workspace import Workspace
@@ -42,7 +43,7 @@ def run_split(params: Params, workspace: Workspace) -> dict[str, Any]:
         log.info("%d patient(s) kept in train: each would hold more than %.0f%% of val or test "
                  "images (split.max_patient_share)", len(forced), 100 * params.split.max_patient_share)
     write_csv(splits, workspace.splits)
-    write_json(workspace.path(paths.SPLIT_REPORT), report)
+    write_contract(workspace.path(paths.SPLIT_REPORT), SplitReport, report)
     for name, r in report.items():
         if isinstance(r, dict) and "patients" in r:
             log.info("%-8s %4d patients %5d images %s", name, r["patients"], r["images"], r["labels"])

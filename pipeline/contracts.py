@@ -1,0 +1,942 @@
+"""Typed contracts of every inter-stage JSON file (pydantic v2, ``extra="forbid"``).
+
+Writers validate the document right before writing it (:func:`write_contract`), so a key no
+model declares fails the tests instead of reaching a reader; readers validate with
+:func:`read_contract` and use attributes. Names chosen by the user or the data (split keys
+``test`` / ``external/<name>``, external set names, path names, class names) are dict keys,
+never fields. A value JSON cannot hold (NaN, inf) is written as ``null``: such floats are
+``float | None``.
+
+Adding a field is one line in the model of its file. ``python -m pipeline.contracts
+--markdown`` prints the schema tables that DESIGN.md carries between its contract markers
+(tests/test_contracts.py checks that they agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+
+from pipeline import paths
+from pipeline.common import read_json, write_json
+from pipeline.errors import StageError
+
+Num = float | None  # a statistic; null where undefined (NaN on the writer's side)
+SPLIT_KEY = re.compile(r"^(train|val|test|external/[a-z0-9_-]+)$")
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Empty(Contract):
+    """``{}``: written where a block does not apply."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# ------------------------------------------------------------------- data/sources.json
+
+
+class SourceSet(Contract):
+    """One configured data set and the DVC fingerprint of its files."""
+
+    name: str = Field(description="`internal` or the external set's name")
+    role: Literal["internal", "external"]
+    dicom_dir: str
+    labels_csv: str
+    description: str | None
+    dicom_dir_md5: str = Field(description="DVC directory hash (`.dir`)")
+    n_files: int
+    size_bytes: int
+    labels_csv_md5: str
+
+
+class Sources(Contract):
+    """data/sources.json (stage `sources`)."""
+
+    schema_version: int
+    hash: str
+    sets: list[SourceSet]
+
+
+# ------------------------------------------------------------------- reports/ingest.json
+
+
+class RejectedFile(Contract):
+    file: str
+    reason: str = Field(description="`<reason code>: detail`")
+
+
+class IngestBlock(Contract):
+    """What ingest did with one data set's folder and labels CSV."""
+
+    dicom_dir: str
+    labels_csv: str
+    seen: int
+    accepted: int
+    rejected: int
+    reasons: dict[str, int] = Field(description="rejections per reason code")
+    rejected_files: list[RejectedFile]
+    labels_without_file: list[str]
+    excluded: list[str]
+    per_class: dict[str, int]
+    patients: int
+    patients_missing_id: int
+    labels_duplicate_rows: int
+    labels_rows_without_file_name: list[int] = Field(description="1-based CSV line numbers")
+    intensity: dict[str, int]
+    transfer_syntaxes: dict[str, int]
+
+
+class ExternalIngestBlock(IngestBlock):
+    patients_also_internal: int
+
+
+class IngestStore(Contract):
+    rows: int
+    size: int
+    dtype: str
+
+
+class IngestSettings(Contract):
+    size: int
+    fit: str
+    apply_voi_lut: bool
+    min_size: int
+    modalities: list[str]
+
+
+class IngestTiming(Contract):
+    seconds: float
+    files_per_s: float | None
+    workers: int
+
+
+class IngestReport(IngestBlock):
+    """reports/ingest.json (stage `ingest`): the internal set's block at the top level."""
+
+    external: dict[str, ExternalIngestBlock] = Field(description="by external set name")
+    store: IngestStore
+    settings: IngestSettings
+    timing: IngestTiming
+
+
+# ------------------------------------------------------------------- reports/split.json
+
+
+class SplitStats(Contract):
+    patients: int
+    images: int
+    labels: dict[str, int]
+    sex: dict[str, int]
+    view: dict[str, int]
+    age_mean: Num
+    age_unknown: int
+    max_patient_share: Num = Field(default=None, description="images of the largest patient / images")
+    max_patient_images: int | None = None
+
+
+class SplitSettings(Contract):
+    seed: int
+    val_fraction: float
+    test_fraction: float
+    stratified_by: str
+    max_patient_share: float | None = Field(default=None, description="split.max_patient_share")
+
+
+class SplitChecks(Contract):
+    patient_disjoint: bool
+    external_patients_also_internal: int
+    patients_forced_to_train: int | None = Field(default=None, description="kept in train by the share rule")
+    max_patient_share: dict[str, Num] | None = None
+
+
+class SplitReport(BaseModel):
+    """reports/split.json (stage `split`); every other key is a split (`train`, `val`,
+    `test`, `external/<name>`) holding :class:`SplitStats`."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, SplitStats] = Field(init=False)
+
+    settings: SplitSettings
+    checks: SplitChecks
+
+    @model_validator(mode="after")
+    def _split_keys(self) -> SplitReport:
+        bad = [k for k in self.splits if not SPLIT_KEY.match(k)]
+        if bad:
+            raise ValueError(f"not a split key: {bad}")
+        return self
+
+    @property
+    def splits(self) -> dict[str, SplitStats]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+# ------------------------------------------------------------------- data/features/info.json
+
+
+class Preprocessing(Contract):
+    scale: float
+    mean: list[float]
+    std: list[float]
+    in_chans: int
+    grey_to_rgb: str
+    description: str
+
+
+class FeaturesInfo(Contract):
+    """data/features/info.json (stage `features`)."""
+
+    backbone: str
+    weights_source: str
+    weights_sha256: str
+    num_features: int
+    num_classes: int
+    preprocessing: Preprocessing
+    D: int = Field(description="embedding dimension")
+    image_size: int
+    n_images: int
+    n_augmented: int
+    batch_size: int
+    device: str
+    num_threads: int
+
+
+# ------------------------------------------------------------------- reports/train/<method>.json
+
+
+class LayerGroup(Contract):
+    name: str
+    lr: float
+    n_params: int
+    trainable: bool
+
+
+class NetModelCard(Contract):
+    """Model card of a trained network (finetune, scratch)."""
+
+    path: str
+    backbone: str
+    weights_source: str
+    weights_sha256: str | None
+    trained: str
+    layer_groups: list[LayerGroup]
+    epochs_run: int
+    best_epoch: int
+    monitor: str
+    device: str
+    num_threads: int
+    wall_time_s: float
+    image_size: int
+    seed: int
+    grey_to_rgb: str
+    preprocessing: str
+
+
+class EpochRecord(Contract):
+    epoch: int
+    train_loss: Num
+    train_auroc: Num
+    val_loss: Num
+    val_auroc: Num
+    lr: dict[str, float] = Field(description="by layer group")
+    seconds: float
+
+
+class TrainLog(Contract):
+    """reports/train/{finetune,scratch}.json (stages `finetune`, `scratch`)."""
+
+    model_card: NetModelCard
+    history: list[EpochRecord]
+    best_epoch: int
+    monitor: str
+    stopped_early: bool
+    resumed_from_epoch: int | None
+
+
+class LinearModelCard(Contract):
+    """Model card of the logistic regression on frozen embeddings."""
+
+    path: Literal["linear"]
+    backbone: str
+    weights_source: str
+    weights_sha256: str | None
+    trained: str
+    layer_groups: list[LayerGroup]
+    frozen: str
+    n_params_trained: int
+    epochs_run: None
+    best_epoch: None
+    device: str
+    image_size: int
+    C: float
+    class_weight: str | None
+    n_train_images: int
+    n_train_augmented: int
+    n_train_patients: int
+    cv_folds: int
+    cv_folds_requested: int
+    cv_warnings: list[str]
+    wall_time_s: float
+    seed: int
+
+
+class CvRow(Contract):
+    C: float
+    train_auroc: Num
+    cv_auroc: Num
+    cv_auroc_std: Num
+
+
+class LinearLog(Contract):
+    """reports/train/linear.json (stage `linear`)."""
+
+    model_card: LinearModelCard
+    cv: list[CvRow] = Field(description="one row per value of linear.C_grid")
+    best_C: float
+    val_auroc: Num
+    train_auroc: Num
+
+
+# ------------------------------------------------------------------- reports/evaluation.json
+
+
+class Proportion(Contract):
+    """A proportion k/n with its Wilson interval widened by the clustering (design effect)."""
+
+    value: Num
+    ci_low: Num
+    ci_high: Num
+    k: int
+    n: int
+    n_patients: int | None = None
+    design_effect: Num = None
+    n_effective: Num = None
+    prevalence: Num = Field(default=None, description="PPV/NPV: the prevalence they assume")
+    prevalence_source: str | None = Field(default=None, description="`sample` or `evaluate.prevalence`")
+
+
+class Confusion(Contract):
+    tn: int
+    fp: int
+    fn: int
+    tp: int
+
+
+class AtThreshold(Contract):
+    threshold: float
+    n: int
+    n_patients: int | None = None
+    prevalence: Num = None
+    prevalence_source: str | None = None
+    confusion: Confusion
+    sensitivity: Proportion
+    specificity: Proportion
+    ppv: Proportion
+    npv: Proportion
+    accuracy: Proportion
+    balanced_accuracy: Num
+    f1: Num
+
+
+class OperatingPoint(Contract):
+    method: str
+    target_sensitivity: float | None
+    chosen_on: str
+    threshold: float | None
+    note: str | None
+    val: AtThreshold | None
+
+
+class IntervalPart(Contract):
+    ci_low: Num
+    ci_high: Num
+    p_value: Num = None
+
+
+class BootstrapPart(Contract):
+    ci_low: Num
+    ci_high: Num
+    p_value: Num
+    n_boot: int
+    skipped_single_class: int
+    seed: int
+    unit: str
+
+
+class DelongAuroc(Contract):
+    """The headline AUROC with its patient-level interval (or the image-level one, `unit`)."""
+
+    value: Num
+    ci_low: Num
+    ci_high: Num
+    se: Num
+    method: str
+    unit: str | None = Field(default=None, description="`patient` or `image`")
+    clustered_delong: IntervalPart | None = None
+
+
+class BootstrapAuroc(Contract):
+    value: Num
+    ci_low: Num
+    ci_high: Num
+    unit: str
+    n_groups: int
+    n_boot_requested: int
+    n_boot: int
+    skipped_single_class: int
+    seed: int
+
+
+class ClassAuroc(Contract):
+    n_positive: int
+    auroc: Num
+    ci_low: Num
+    ci_high: Num
+    se: Num
+    average_precision: Num
+
+
+class CalibrationBin(Contract):
+    bin: int
+    lower: float
+    upper: float
+    count: int
+    mean_predicted: Num
+    fraction_positive: Num
+
+
+class Calibration(Contract):
+    kind: Literal["binary", "top_label"]
+    brier: Num
+    ece: Num
+    n_bins: int
+    bins: list[CalibrationBin]
+
+
+class RocCurve(Contract):
+    class_: str = Field(alias="class")
+    fpr: list[float]
+    tpr: list[float]
+    threshold: list[Num]
+
+
+class PrCurve(Contract):
+    class_: str = Field(alias="class")
+    recall: list[float]
+    precision: list[float]
+
+
+class Curves(Contract):
+    roc: list[RocCurve]
+    pr: list[PrCurve]
+
+
+class Subgroup(Contract):
+    attribute: str
+    group: str
+    n: int
+    n_patients: int
+    n_positive: int | None
+    auroc: Num
+    ci_low: Num
+    ci_high: Num
+    auroc_patient_weighted: Num = None
+    flagged: bool
+    flags: list[str]
+
+
+class SplitResult(Contract):
+    """One path on one split."""
+
+    n: int
+    n_patients: int
+    class_counts: dict[str, int]
+    n_positive: int | None
+    largest_patient_share: Num = Field(default=None, description="images of the largest patient / n")
+    auroc: DelongAuroc
+    auroc_image: DelongAuroc | None = Field(default=None, description="image-level DeLong, for reference")
+    auroc_patient_weighted: Num = Field(default=None, description="each patient's images weigh 1/n")
+    auroc_bootstrap: BootstrapAuroc
+    per_class: dict[str, ClassAuroc] | None = Field(description="more than 2 classes only")
+    at_threshold: AtThreshold | None
+    average_precision: Num = None
+    calibration: Calibration
+    curves: Curves
+    subgroups: list[Subgroup]
+
+
+class PathResult(Contract):
+    operating_point: OperatingPoint | None
+    splits: dict[str, SplitResult] = Field(description="by split key")
+
+
+class Comparison(Contract):
+    """Paired DeLong test of two paths on the same images."""
+
+    path_a: str
+    path_b: str
+    n: int
+    n_patients: int | None = None
+    auroc_a: Num
+    auroc_b: Num
+    difference: Num
+    ci_low: Num
+    ci_high: Num
+    p_value: Num
+    method: str
+    unit: str | None = None
+    verdict: str | None = Field(default=None, description="`higher`, `lower` or `not separated`")
+    clustered_delong: IntervalPart | None = None
+    bootstrap: BootstrapPart | None = None
+
+
+class EvaluationSettings(Contract):
+    operating_point: str
+    target_sensitivity: float
+    calibration_bins: int
+    bootstrap_samples: int
+    min_subgroup_size: int
+    min_subgroup_patients: int | None = None
+    prevalence: Num = None
+    age_bands: list[float]
+
+
+class Evaluation(Contract):
+    """reports/evaluation.json (stage `evaluate`)."""
+
+    schema_version: int
+    classes: list[str]
+    positive_class: str | None
+    task: Literal["binary", "multiclass"]
+    alpha: float
+    seed: int
+    unit_of_uncertainty: str | None = Field(default=None, description="`patient`")
+    settings: EvaluationSettings
+    definitions: dict[str, str]
+    splits: list[str] = Field(description="evaluated split keys: `test`, `external/<name>`")
+    paths: list[str]
+    notes: list[str]
+    results: dict[str, PathResult] = Field(description="by path")
+    comparisons: dict[str, list[Comparison]] = Field(description="by split key")
+
+
+# ------------------------------------------------------------------- reports/metrics.json
+
+
+class SplitMetrics(BaseModel):
+    """The flat numbers `dvc metrics` shows for one path on one split; with more than two
+    classes also one `auroc_<class>` per class."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Num] = Field(init=False)
+
+    auroc: Num
+    auroc_ci_low: Num = Field(description="patient-level 95% CI")
+    auroc_ci_high: Num
+    auroc_image_ci_low: Num = Field(default=None, description="image-level DeLong (images independent)")
+    auroc_image_ci_high: Num = None
+    auroc_patient_weighted: Num = None
+    auroc_boot_ci_low: Num
+    auroc_boot_ci_high: Num
+    average_precision: Num
+    sensitivity: Num
+    specificity: Num
+    ppv: Num
+    npv: Num
+    balanced_accuracy: Num
+    brier: Num
+    ece: Num
+    threshold: Num
+    prevalence: Num = None
+    n: int
+    n_patients: int | None = None
+    n_positive: int | None
+
+    @model_validator(mode="after")
+    def _class_keys(self) -> SplitMetrics:
+        bad = [k for k in self.__pydantic_extra__ or {} if not k.startswith("auroc_")]
+        if bad:
+            raise ValueError(f"undeclared metric keys: {bad}")
+        return self
+
+
+class Metrics(RootModel[dict[str, dict[str, SplitMetrics]]]):
+    """reports/metrics.json (stage `evaluate`): path -> split key -> numbers."""
+
+
+# ------------------------------------------------------------------- reports/diagnostics.json
+
+
+class Rules(Contract):
+    overfit_k: int
+    gap_mild: float
+    gap_severe: float
+    noninferiority_margin: float | None = None
+    chance_margin: float | None = None
+
+
+class Verdict(Contract):
+    level: Literal["no", "mild", "severe", "unknown"]
+    gap: Num
+    onset: bool
+    val_decline: bool | None = Field(default=None, description="val AUROC fell from its peak by > gap_mild")
+    near_chance: bool | None = None
+    text: str
+
+
+class ValDecline(Contract):
+    peak_epoch: int
+    peak_val_auroc: Num
+    last_val_auroc: Num
+    drop: Num
+    train_auroc_change: Num
+
+
+class PairedDifference(Contract):
+    difference: Num
+    ci_low: Num
+    ci_high: Num
+    p_value: Num
+    method: str
+
+
+class Gaps(Contract):
+    epoch: int
+    train_auroc: Num
+    val_auroc: Num
+    auroc_gap: Num
+    train_loss: Num
+    val_loss: Num
+    loss_gap: Num
+
+
+class Onset(Contract):
+    epoch: int
+    rise_after_epoch: int
+
+
+class Convergence(Contract):
+    epochs: int
+    epoch: int
+    threshold: Num
+    seconds: Num
+
+
+class EpochCurves(Contract):
+    train_loss: list[Num]
+    val_loss: list[Num]
+    train_auroc: list[Num]
+    val_auroc: list[Num]
+
+
+class EpochDiagnostics(Contract):
+    """A path trained in epochs (finetune, scratch)."""
+
+    epochs: list[int]
+    curves: EpochCurves
+    epochs_run: int
+    best_epoch: int
+    at_best: Gaps
+    at_last: Gaps
+    overfit_onset: Onset | None
+    start_val_auroc: Num
+    best_val_auroc: Num
+    convergence: Convergence | None
+    near_chance: bool | None = None
+    val_decline: ValDecline | None = None
+    wall_time_s: Num
+    verdict: Verdict
+
+
+class CRow(Contract):
+    C: float
+    train_auroc: Num
+    cv_auroc: Num
+    cv_auroc_std: Num
+    gap: Num
+
+
+class LinearDiagnostics(Contract):
+    curve: list[CRow]
+    best_C: float
+    at_best: CRow
+    near_chance: bool | None = None
+    verdict: Verdict
+
+
+class TestAuroc(Contract):
+    auroc: Num
+    ci_low: Num
+    ci_high: Num
+
+
+class TrifectaPath(Contract):
+    start_val_auroc: Num
+    convergence_epochs: int | None
+    convergence_seconds: Num
+    best_val_auroc: Num
+    test: TestAuroc | None
+    best_cv_auroc: Num = Field(None, description="linear only")
+    note: str | None = Field(None, description="linear only")
+
+
+class FinetuneVsScratch(Contract):
+    start_val_auroc_diff: Num
+    convergence_epochs_saved: int | None
+    best_val_auroc_diff: Num
+    test_auroc_diff: Num
+    test_ci_overlap: bool | None
+    higher_start: bool | None
+    faster_convergence: bool | None
+    higher_asymptote: bool | None
+    test_paired: PairedDifference | None = None
+    higher_start_claim: str | None = None
+    faster_convergence_claim: str | None = None
+    higher_asymptote_claim: str | None = Field(default=None, description="yes / no / not separated")
+    near_chance: list[str] | None = None
+
+
+class Trifecta(Contract):
+    paths: dict[str, TrifectaPath]
+    finetune_vs_scratch: FinetuneVsScratch | Empty
+
+
+class LearningPoint(Contract):
+    path: str
+    fraction: float
+    repeat: int
+    seed: int
+    n_patients: int
+    n_positive_patients: int
+    n_images: int
+    test_auroc: Num
+    ci_low: Num
+    ci_high: Num
+    seconds: Num
+    reused_main_run: bool
+    best_C: float | None = Field(None, description="linear only")
+    best_epoch: int | None = Field(None, description="finetune, scratch only")
+    epochs_run: int | None = Field(None, description="finetune, scratch only")
+
+
+class LearningSummary(Contract):
+    path: str
+    fraction: float
+    n_patients: int
+    n_images: int
+    repeats: int
+    test_auroc: Num
+    ci_low: Num
+    ci_high: Num
+    reused_main_run: bool
+
+
+class CatchUp(Contract):
+    challenger: str
+    reference: str
+    margin: float | None = None
+    per_size: list[dict[str, float | int | bool | str | None]] = Field(
+        description="fraction, n_patients, `<challenger>_auroc`, `<reference>_auroc`, `<reference>_ci_low`, caught_up"
+    )
+    from_patients: int | None
+    text: str
+
+
+class LearningCurve(Contract):
+    fractions: list[float]
+    repeats: int
+    epochs: int | None
+    unit: str
+    evaluated_on: str
+    reuse: str
+    points: list[LearningPoint]
+    summary: list[LearningSummary]
+    scratch_catch_up: dict[str, CatchUp] = Field(description="by reference path")
+    comparison_method: str | None = None
+    pairs: list[dict[str, float | int | str | None]] | None = Field(
+        default=None, description="challenger, reference, fraction, repeat, n_patients, difference, ci_low, ci_high, p_value")
+    pair_summary: list[dict[str, float | int | str | None]] | None = None
+    n_training_patients_total: int
+    n_test_images: int
+
+
+class Diagnostics(Contract):
+    """reports/diagnostics.json (stage `diagnose`)."""
+
+    rules: Rules
+    definitions: dict[str, str]
+    paths: dict[str, Annotated[EpochDiagnostics | LinearDiagnostics, Field(union_mode="left_to_right")]]
+    verdicts: dict[str, Verdict] = Field(description="by path")
+    trifecta: Trifecta
+    learning_curve: LearningCurve | None
+    figures: dict[str, str] = Field(description="figure key -> path under the project root")
+    wall_time_s: float
+
+
+# ------------------------------------------------------------------- registry and I/O
+
+#: Each inter-stage file and its model. Train logs: one entry per method.
+FILES: dict[str, type[BaseModel]] = {
+    "data/sources.json": Sources,
+    str(paths.INGEST_REPORT): IngestReport,
+    str(paths.SPLIT_REPORT): SplitReport,
+    str(paths.FEATURES_INFO): FeaturesInfo,
+    str(paths.train_log("linear")): LinearLog,
+    str(paths.train_log("finetune")): TrainLog,
+    str(paths.train_log("scratch")): TrainLog,
+    str(paths.EVALUATION): Evaluation,
+    str(paths.METRICS): Metrics,
+    str(paths.DIAGNOSTICS): Diagnostics,
+}
+
+
+def train_log_model(method: str) -> type[LinearLog] | type[TrainLog]:
+    return LinearLog if method == "linear" else TrainLog
+
+
+def check(model: type[BaseModel], doc: Any) -> Any:
+    """Validate ``doc`` against ``model`` and return ``doc`` unchanged (raises ValidationError)."""
+    model.model_validate(doc)
+    return doc
+
+
+def write_contract(path: str | Path, model: type[BaseModel], doc: Any) -> Path:
+    """Validate, then write ``doc`` as it is (key order and bytes unchanged) with write_json."""
+    return write_json(path, check(model, doc))
+
+
+class ContractError(StageError, ValueError):
+    """An inter-stage file that is not valid JSON or does not match its contract."""
+
+
+def read_contract(path: str | Path, model: type[M]) -> M:
+    """Read a JSON file and validate it against ``model``; :class:`ContractError` if it does not
+    parse or match (the message names the file and the first offending keys)."""
+    try:
+        return model.model_validate(read_json(path))
+    except ValidationError as err:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:3])
+        raise ContractError(
+            f"{path} does not match {model.__name__} ({where}); rerun the stage that writes it"
+        ) from None
+    except ValueError as err:
+        raise ContractError(f"{path} is not valid JSON ({err})") from None
+
+
+# ------------------------------------------------------------------- markdown tables
+
+
+def _type_name(t: Any) -> str:
+    origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    if t is type(None):
+        return "null"
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    if origin is dict:
+        return f"{{{_type_name(args[0])}: {_type_name(args[1])}}}"
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return t.__name__
+    return getattr(t, "__name__", str(t))
+
+
+def _nested(t: Any) -> list[type[BaseModel]]:
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return [t]
+    return [m for a in typing.get_args(t) for m in _nested(a)]
+
+
+def _models(root: type[BaseModel]) -> list[type[BaseModel]]:
+    """``root`` and every model it contains, depth first, each once."""
+    out: list[type[BaseModel]] = []
+
+    def visit(m: type[BaseModel]) -> None:
+        if m in out:
+            return
+        out.append(m)
+        if issubclass(m, RootModel):
+            for n in _nested(m.model_fields["root"].annotation):
+                visit(n)
+            return
+        extra = typing.get_type_hints(m).get("__pydantic_extra__") if m.model_config.get("extra") == "allow" else None
+        for f in m.model_fields.values():
+            for n in _nested(f.annotation):
+                visit(n)
+        for n in _nested(extra):
+            visit(n)
+
+    visit(root)
+    return out
+
+
+def _table(m: type[BaseModel]) -> list[str]:
+    doc = " ".join((m.__doc__ or "").split()) if m.__doc__ != BaseModel.__doc__ else ""
+    lines = [f"**{m.__name__}**" + (f": {doc}" if doc else ""), ""]
+    if issubclass(m, RootModel):
+        lines += [f"`{_type_name(m.model_fields['root'].annotation)}`", ""]
+        return lines
+    lines += ["| key | type | notes |", "|---|---|---|"]
+    for name, f in m.model_fields.items():
+        key = f.alias or name
+        opt = "" if f.is_required() else " (optional)"
+        lines.append(f"| `{key}` | {_type_name(f.annotation)} | {(f.description or '') + opt} |")
+    if m.model_config.get("extra") == "allow":
+        extra = typing.get_type_hints(m)["__pydantic_extra__"]
+        lines.append(f"| *other keys* | {_type_name(typing.get_args(extra)[1])} | see above |")
+    return lines + [""]
+
+
+def markdown() -> str:
+    """One section per file: its model's table, then the table of every model it nests."""
+    out: list[str] = []
+    seen: set[type[BaseModel]] = set()
+    for model in FILES.values():
+        files = [f for f, m in FILES.items() if m is model]
+        if model in seen:
+            continue
+        out += [f"#### {', '.join(f'`{f}`' for f in files)}", ""]
+        for m in _models(model):
+            if m in seen:
+                continue
+            seen.add(m)
+            out += _table(m)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--markdown", action="store_true", help="print the schema tables (DESIGN.md)")
+    ap.add_argument(
+        "--check", nargs="*", metavar="FILE", help="validate these inter-stage files (default: every one present)"
+    )
+    a = ap.parse_args(argv)
+    if a.markdown:
+        sys.stdout.write(markdown())
+        return 0
+    files = a.check or [f for f in FILES if Path(f).exists()]
+    for f in files:
+        model = FILES[Path(f).as_posix()]
+        read_contract(f, model)
+        print(f"{f}: valid {model.__name__}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
