@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline import paths
+from pipeline.common import write_csv
 from pipeline.errors import StageError
 from pipeline.params import Params
 
@@ -582,16 +583,17 @@ def write_plot_data(evaluation: Mapping[str, Any], plots_dir: str | Path) -> lis
                 for curve in block["curves"][kind]:
                     stem = f"{name}_{split}" if single else f"{name}_{split}_{curve['class']}"
                     p = plots_dir / kind / f"{stem.replace('/', '-')}.csv"
-                    pd.DataFrame({c: curve[c] for c in cols}).to_csv(p, index=False)
+                    write_csv(pd.DataFrame({c: curve[c] for c in cols}), p)
                     written.append(p)
             bins = [b for b in block["calibration"]["bins"] if b["count"] > 0]
             p = plots_dir / "calibration" / f"{name}_{split.replace('/', '-')}.csv"
-            pd.DataFrame(
+            frame = pd.DataFrame(
                 {
                     "mean_predicted": [b["mean_predicted"] for b in bins],
                     "fraction_positive": [b["fraction_positive"] for b in bins],
                     "count": [b["count"] for b in bins],
                 }
-            ).to_csv(p, index=False)
+            )
+            write_csv(frame, p)
             written.append(p)
     return written

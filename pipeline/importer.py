@@ -45,6 +45,8 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
+from pipeline.common import write_csv
+
 
 class ConversionError(ValueError):
     """A source image or the CSV cannot be converted faithfully; the message names the file."""
@@ -275,7 +277,7 @@ def import_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     labels_path = Path(labels_out) if labels_out is not None else out_dir / "labels.csv"
     labels_path.parent.mkdir(parents=True, exist_ok=True)
-    labels.to_csv(labels_path, index=False)
+    write_csv(labels, labels_path)
     return labels
 
 
