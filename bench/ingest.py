@@ -63,7 +63,12 @@ def synthetic_dx(path: Path, seed: int, size: int = SIZE_PX) -> None:
     ds.file_meta = fm
     ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, fm.MediaStorageSOPInstanceUID
     ds.Modality, ds.PatientID, ds.PatientSex, ds.PatientAge, ds.ViewPosition = (
-        "DX", f"BENCH-{seed // 2}", "F", "050Y", "PA")
+        "DX",
+        f"BENCH-{seed // 2}",
+        "F",
+        "050Y",
+        "PA",
+    )
     ds.Rows = ds.Columns = size
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -81,7 +86,8 @@ def j2k_copy(path: Path, i: int) -> None:
 
 def write_labels(folder: Path, files: list[str]) -> None:
     (folder / "labels.csv").write_text(
-        "file,label\n" + "".join(f"{f},{'normal' if i % 2 else 'abnormal'}\n" for i, f in enumerate(files)))
+        "file,label\n" + "".join(f"{f},{'normal' if i % 2 else 'abnormal'}\n" for i, f in enumerate(files))
+    )
 
 
 def make_params(folder: Path, workers: int) -> Any:
@@ -103,14 +109,24 @@ def run_ingest(folder: Path, workers: int, out: Path) -> dict[str, Any]:
     from pipeline.ingest import ingest
 
     c, t = _cpu(), time.perf_counter()
-    report = ingest(make_params(folder, workers), store_path=out / "images.npy",
-                    manifest_path=out / "manifest.csv", report_path=out / "ingest.json")
+    report = ingest(
+        make_params(folder, workers),
+        store_path=out / "images.npy",
+        manifest_path=out / "manifest.csv",
+        report_path=out / "ingest.json",
+    )
     wall, cpu = time.perf_counter() - t, _cpu() - c
     if report["accepted"] != report["seen"]:
         raise RuntimeError(f"bench files rejected: {report['reasons']}")
     n = report["seen"]
-    return {"files": n, "seconds": wall, "files_per_s": n / wall, "cpu_seconds": cpu,
-            "files_per_cpu_s": n / cpu, "workers": report["timing"]["workers"]}
+    return {
+        "files": n,
+        "seconds": wall,
+        "files_per_s": n / wall,
+        "cpu_seconds": cpu,
+        "files_per_cpu_s": n / cpu,
+        "workers": report["timing"]["workers"],
+    }
 
 
 def bare_decode(files: list[Path], rounds: int = 2) -> dict[str, Any]:
@@ -121,8 +137,13 @@ def bare_decode(files: list[Path], rounds: int = 2) -> dict[str, Any]:
             pydicom.dcmread(f).pixel_array  # noqa: B018 - the decode is the point
         best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, _cpu() - c)
     n = len(files)
-    return {"files": n, "seconds": best, "files_per_s": n / best, "cpu_seconds": best_cpu,
-            "files_per_cpu_s": n / best_cpu}
+    return {
+        "files": n,
+        "seconds": best,
+        "files_per_s": n / best,
+        "cpu_seconds": best_cpu,
+        "files_per_cpu_s": n / best_cpu,
+    }
 
 
 def measure(method: str, folder: Path, rounds: int) -> dict[str, Any]:
@@ -132,8 +153,13 @@ def measure(method: str, folder: Path, rounds: int) -> dict[str, Any]:
         "import json, sys; from pathlib import Path; import bench.ingest as b;"
         f"print(json.dumps(b._measure_here({method!r}, Path({str(folder)!r}), {rounds})))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env={**os.environ, "CI": "1", "CXR_LOG_LEVEL": "WARNING"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "1", "CXR_LOG_LEVEL": "WARNING"},
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -196,8 +222,14 @@ def memory_probe(folder: Path, n: int, workers: int) -> dict[str, Any]:
             "c = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
             "print(json.dumps({'files': r['files'], 'parent_peak_mib': s / 1024, 'worker_peak_mib': c / 1024}))"
         )
-        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True, env={**os.environ, "CI": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "CI": "1"},
+        )
         return json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(sub, ignore_errors=True)
@@ -205,10 +237,14 @@ def memory_probe(folder: Path, n: int, workers: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=300,
-                        help="synthetic 2048 px files, 8 MiB each, in a temporary folder (default 300: each "
-                             "worker process pays ~60-90 ms of start-up page faults, which 40 files do not "
-                             "amortise; see BENCHMARKS.md)")
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=300,
+        help="synthetic 2048 px files, 8 MiB each, in a temporary folder (default 300: each "
+        "worker process pays ~60-90 ms of start-up page faults, which 40 files do not "
+        "amortise; see BENCHMARKS.md)",
+    )
     parser.add_argument("--j2k-files", type=int, default=6, help="RG1 JPEG 2000 copies (default 6)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -217,10 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cores": cores, "platform": platform.platform(), "python": platform.python_version(),
-                    "load_avg_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
-        "settings": {"files": args.files, "size_px": SIZE_PX, "bits_stored": 12,
-                     "ingest_size": make_params(tmp, 1).ingest.size},
+        "machine": {
+            "cores": cores,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        },
+        "settings": {
+            "files": args.files,
+            "size_px": SIZE_PX,
+            "bits_stored": 12,
+            "ingest_size": make_params(tmp, 1).ingest.size,
+        },
     }
     try:
         raw_dir, j2k_dir = tmp / "dx", tmp / "j2k"
@@ -237,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         write_labels(j2k_dir, [p.name for p in j2k_files])
         warm(raw_files + j2k_files)
 
-        for name, folder, files in (("uncompressed_12bit", raw_dir, raw_files), ("jpeg2000_lossless", j2k_dir, j2k_files)):
+        for name, folder, files in (
+            ("uncompressed_12bit", raw_dir, raw_files),
+            ("jpeg2000_lossless", j2k_dir, j2k_files),
+        ):
             # Rounds interleave the methods, so that load from other jobs on a shared machine hits
             # them alike; each method's fastest round counts (each round: a fresh interpreter).
             block: dict[str, Any] = {}
@@ -249,12 +296,19 @@ def main(argv: list[str] | None = None) -> int:
                     if m not in block or got["files_per_s"] > block[m]["files_per_s"]:
                         block[m] = got
             block["load_avg_per_round"] = loads
-            block["ratio_1_worker_vs_bare"] = block["ingest_1_worker"]["files_per_s"] / block["bare_decode"]["files_per_s"]
+            block["ratio_1_worker_vs_bare"] = (
+                block["ingest_1_worker"]["files_per_s"] / block["bare_decode"]["files_per_s"]
+            )
             # CPU-time ratio: robust to other processes sharing the cores during the run.
             block["cpu_ratio_1_worker_vs_bare"] = (
-                block["ingest_1_worker"]["files_per_cpu_s"] / block["bare_decode"]["files_per_cpu_s"])
-            block["speedup_all_cores_vs_1"] = block["ingest_all_cores"]["files_per_s"] / block["ingest_1_worker"]["files_per_s"]
-            block["per_file_ms_1_process"] = stage_costs(files[: min(len(files), 20)], results["settings"]["ingest_size"])
+                block["ingest_1_worker"]["files_per_cpu_s"] / block["bare_decode"]["files_per_cpu_s"]
+            )
+            block["speedup_all_cores_vs_1"] = (
+                block["ingest_all_cores"]["files_per_s"] / block["ingest_1_worker"]["files_per_s"]
+            )
+            block["per_file_ms_1_process"] = stage_costs(
+                files[: min(len(files), 20)], results["settings"]["ingest_size"]
+            )
             results[name] = block
 
         n = max(2, args.files // 2)
@@ -280,24 +334,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"\ningest benchmark, {r['date']}, {r['machine']['cores']} cores, "
-          f"{SIZE_PX}px -> {r['settings']['ingest_size']}px")
+    print(
+        f"\ningest benchmark, {r['date']}, {r['machine']['cores']} cores, "
+        f"{SIZE_PX}px -> {r['settings']['ingest_size']}px"
+    )
     print(f"load average at start: {r['machine']['load_avg_at_start']}")
     print(f"{'set':<20}{'method':<20}{'files':>6}{'wall s':>8}{'files/s':>9}{'cpu s':>8}{'files/cpu-s':>12}")
     for name in ("uncompressed_12bit", "jpeg2000_lossless"):
         b = r[name]
         for key in ("bare_decode", "ingest_1_worker", "ingest_all_cores"):
             x = b[key]
-            print(f"{name:<20}{key:<20}{x['files']:>6}{x['seconds']:>8.2f}{x['files_per_s']:>9.1f}"
-                  f"{x['cpu_seconds']:>8.2f}{x['files_per_cpu_s']:>12.1f}")
-        print(f"{'':<20}1 worker / bare = {b['ratio_1_worker_vs_bare']:.2f} (CPU time: "
-              f"{b['cpu_ratio_1_worker_vs_bare']:.2f}), all cores / 1 worker = "
-              f"{b['speedup_all_cores_vs_1']:.2f}; per file (ms): {b['per_file_ms_1_process']}; "
-              f"load avg per round: {b['load_avg_per_round']}")
+            print(
+                f"{name:<20}{key:<20}{x['files']:>6}{x['seconds']:>8.2f}{x['files_per_s']:>9.1f}"
+                f"{x['cpu_seconds']:>8.2f}{x['files_per_cpu_s']:>12.1f}"
+            )
+        print(
+            f"{'':<20}1 worker / bare = {b['ratio_1_worker_vs_bare']:.2f} (CPU time: "
+            f"{b['cpu_ratio_1_worker_vs_bare']:.2f}), all cores / 1 worker = "
+            f"{b['speedup_all_cores_vs_1']:.2f}; per file (ms): {b['per_file_ms_1_process']}; "
+            f"load avg per round: {b['load_avg_per_round']}"
+        )
     m = r["memory"]
-    print(f"peak RSS, {m['workers']} workers: N={m['N']['files']}: parent {m['N']['parent_peak_mib']:.0f} MiB, "
-          f"worker {m['N']['worker_peak_mib']:.0f} MiB; 2N={m['2N']['files']}: parent "
-          f"{m['2N']['parent_peak_mib']:.0f} MiB, worker {m['2N']['worker_peak_mib']:.0f} MiB")
+    print(
+        f"peak RSS, {m['workers']} workers: N={m['N']['files']}: parent {m['N']['parent_peak_mib']:.0f} MiB, "
+        f"worker {m['N']['worker_peak_mib']:.0f} MiB; 2N={m['2N']['files']}: parent "
+        f"{m['2N']['parent_peak_mib']:.0f} MiB, worker {m['2N']['worker_peak_mib']:.0f} MiB"
+    )
     print(f"targets: {r['targets']}")
 
 

@@ -12,6 +12,7 @@ images, every stored image finite and in [0, 1], no planted patient name or ID i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,10 +40,8 @@ OUT = REPO_ROOT / "reports" / "bench" / "ingest_mutations.json"
 def _tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -52,20 +51,29 @@ def run(n_files: int, workers: int) -> dict:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            made = make_corpus(root / "dicom", n_files, seed=7)
+            make_corpus(root / "dicom", n_files, seed=7)
         make_s = time.perf_counter() - start
         raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-        raw["data"].update(dicom_dir=str(root / "dicom"), labels_csv=str(root / "dicom" / "labels.csv"),
-                           external=[])
+        raw["data"].update(dicom_dir=str(root / "dicom"), labels_csv=str(root / "dicom" / "labels.csv"), external=[])
         raw["ingest"]["workers"] = workers
         (root / "ws").mkdir()
         (root / "ws" / "params.yaml").write_text(yaml.safe_dump(raw))
         env = {**os.environ, "CI": "1"}
-        subprocess.run([sys.executable, "-m", "stages.sources", "--root", str(root / "ws")], cwd=REPO_ROOT,
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "stages.sources", "--root", str(root / "ws")],
+            cwd=REPO_ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "stages.ingest", "--root", str(root / "ws")],
-                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.ingest", "--root", str(root / "ws")],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         ps, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
             peak = max(peak, _tree_rss(ps))
@@ -87,18 +95,24 @@ def run(n_files: int, workers: int) -> dict:
             "exit_code_0": proc.returncode == 0,
             "accounted": report["accepted"] + report["rejected"] == report["seen"] == n_files,
             "manifest_rows_equal_accepted": len(manifest) == report["accepted"] == len(images),
-            "stored_images_finite_in_0_1": bool(np.isfinite(images).all() and images.min() >= 0
-                                                and images.max() <= 1),
+            "stored_images_finite_in_0_1": bool(np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1),
             "no_planted_identifier": not leaks,
             "no_traceback_in_stage_output": "Traceback" not in output,
             "peak_rss_below_2_gib": peak < 2 * 2**30,
         }
         return {
-            "files": n_files, "classes": len(mutation_classes()), "workers": workers,
-            "corpus_seconds": round(make_s, 1), "ingest_seconds": round(seconds, 1),
-            "files_per_s": round(n_files / seconds, 1), "peak_rss_tree_mib": round(peak / 2**20, 1),
-            "accepted": report["accepted"], "rejected": report["rejected"],
-            "reasons": report["reasons"], "leaks": leaks, "checks": checks,
+            "files": n_files,
+            "classes": len(mutation_classes()),
+            "workers": workers,
+            "corpus_seconds": round(make_s, 1),
+            "ingest_seconds": round(seconds, 1),
+            "files_per_s": round(n_files / seconds, 1),
+            "peak_rss_tree_mib": round(peak / 2**20, 1),
+            "accepted": report["accepted"],
+            "rejected": report["rejected"],
+            "reasons": report["reasons"],
+            "leaks": leaks,
+            "checks": checks,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "date": time.strftime("%Y-%m-%d"),
         }

@@ -56,8 +56,13 @@ def _dataset(images: np.ndarray, n_train: int, n_val: int) -> Dataset:
     labels = np.where(np.arange(n) % 2 == 0, "normal", "abnormal")
     split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
     manifest = pd.DataFrame(
-        {"row": np.arange(n), "file": [f"{i}.dcm" for i in range(n)],
-         "patient": [f"p{i}" for i in range(n)], "label": labels, "split": split}
+        {
+            "row": np.arange(n),
+            "file": [f"{i}.dcm" for i in range(n)],
+            "patient": [f"p{i}" for i in range(n)],
+            "label": labels,
+            "split": split,
+        }
     )
     return Dataset(manifest=manifest, images=images, classes=("normal", "abnormal"))
 
@@ -113,8 +118,7 @@ def bench_features(params: Params, n: int, rounds: int, folder: Path) -> dict:
     img_s = {"pipeline": n / best["pipeline"]}
     img_s.update({k: n_batches * bs / v for k, v in best.items() if k != "pipeline"})
     ref = max(img_s["bare_nchw"], img_s["bare_channels_last"])
-    return {"n_images": n, "batch_size": bs, "img_s": img_s, "ratio": img_s["pipeline"] / ref,
-            "target": 0.9}
+    return {"n_images": n, "batch_size": bs, "img_s": img_s, "ratio": img_s["pipeline"] / ref, "target": 0.9}
 
 
 def _bare_train_loop(params: Params, n: int, channels_last: bool):
@@ -150,8 +154,16 @@ def _trainer_epoch(params: Params, ds: Dataset, n_train: int, n_val: int):
     """One ``train`` epoch; returns the epoch's own seconds (model building excluded)."""
 
     def run() -> float:
-        res = train("finetune", ds, params, np.arange(n_train),
-                    np.arange(n_train, n_train + n_val), out_dir=None, live_dir=None, epochs=1)
+        res = train(
+            "finetune",
+            ds,
+            params,
+            np.arange(n_train),
+            np.arange(n_train, n_train + n_val),
+            out_dir=None,
+            live_dir=None,
+            epochs=1,
+        )
         return res.history[0]["seconds"]
 
     return run
@@ -171,10 +183,15 @@ def bench_training(params: Params, n: int, rounds: int, folder: Path) -> dict:
     best = _interleaved(candidates, rounds)
     img_s = {k: n / v for k, v in best.items()}
     ref = max(img_s["bare_nchw"], img_s["bare_channels_last"])
-    return {"n_images": n, "batch_size": params.train.batch_size, "img_s": img_s,
-            "ratio_plain": img_s["pipeline_plain"] / ref,
-            "ratio_augmented": img_s["pipeline_augmented"] / ref, "target": 0.85,
-            "loader_ms_per_image": _loader_cost(params, images, rounds)}
+    return {
+        "n_images": n,
+        "batch_size": params.train.batch_size,
+        "img_s": img_s,
+        "ratio_plain": img_s["pipeline_plain"] / ref,
+        "ratio_augmented": img_s["pipeline_augmented"] / ref,
+        "target": 0.85,
+        "loader_ms_per_image": _loader_cost(params, images, rounds),
+    }
 
 
 def _loader_cost(params: Params, images: np.ndarray, rounds: int) -> dict[str, float]:
@@ -195,11 +212,23 @@ def bench_demo_epoch(params: Params, n_train: int, n_val: int, folder: Path) -> 
     images = _synthetic_store(n_train + n_val, params.ingest.size, folder, seed=2)
     ds = _dataset(images, n_train, n_val)
     t0 = time.perf_counter()
-    res = train("finetune", ds, params, np.arange(n_train),
-                np.arange(n_train, n_train + n_val), out_dir=None, live_dir=None, epochs=1)
-    return {"n_train": n_train, "n_val": n_val, "epoch_s": res.history[0]["seconds"],
-            "call_s": time.perf_counter() - t0,
-            "augment_on_the_fly": params.train.augment_on_the_fly}
+    res = train(
+        "finetune",
+        ds,
+        params,
+        np.arange(n_train),
+        np.arange(n_train, n_train + n_val),
+        out_dir=None,
+        live_dir=None,
+        epochs=1,
+    )
+    return {
+        "n_train": n_train,
+        "n_val": n_val,
+        "epoch_s": res.history[0]["seconds"],
+        "call_s": time.perf_counter() - t0,
+        "augment_on_the_fly": params.train.augment_on_the_fly,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,27 +267,33 @@ def main(argv: list[str] | None = None) -> None:
     t_ref = max(t["img_s"]["bare_nchw"], t["img_s"]["bare_channels_last"])
     rows = [
         ("features (pipeline.features)", f["img_s"]["pipeline"], f_ref, f["ratio"], 0.9),
-        ("finetune epoch, no augmentation", t["img_s"]["pipeline_plain"], t_ref,
-         t["ratio_plain"], 0.85),
-        ("finetune epoch, augment on the fly", t["img_s"]["pipeline_augmented"], t_ref,
-         t["ratio_augmented"], 0.85),
+        ("finetune epoch, no augmentation", t["img_s"]["pipeline_plain"], t_ref, t["ratio_plain"], 0.85),
+        ("finetune epoch, augment on the fly", t["img_s"]["pipeline_augmented"], t_ref, t["ratio_augmented"], 0.85),
     ]
-    print(f"\n{params.backbone.name} at {params.ingest.size} px, {threads} threads "
-          f"(features batch {f['batch_size']}, train batch {t['batch_size']}); "
-          f"load average {load_before:.2f} -> {result['load_average_1min']['after']:.2f}")
+    print(
+        f"\n{params.backbone.name} at {params.ingest.size} px, {threads} threads "
+        f"(features batch {f['batch_size']}, train batch {t['batch_size']}); "
+        f"load average {load_before:.2f} -> {result['load_average_1min']['after']:.2f}"
+    )
     print(f"{'measure':36s} {'pipeline':>9s} {'bare':>7s} {'ratio':>6s}  target")
     for name, pipe, bare, ratio, target in rows:
         flag = "ok" if ratio >= target else "MISSED"
         print(f"{name:36s} {pipe:9.1f} {bare:7.1f} {ratio:6.2f}  >={target} {flag}")
     print("(img/s; bare = the faster layout of a bare loop on a ready tensor)")
-    print(f"bare layouts img/s: features nchw {f['img_s']['bare_nchw']:.1f}, channels_last "
-          f"{f['img_s']['bare_channels_last']:.1f}; train nchw {t['img_s']['bare_nchw']:.1f}, "
-          f"channels_last {t['img_s']['bare_channels_last']:.1f}")
+    print(
+        f"bare layouts img/s: features nchw {f['img_s']['bare_nchw']:.1f}, channels_last "
+        f"{f['img_s']['bare_channels_last']:.1f}; train nchw {t['img_s']['bare_nchw']:.1f}, "
+        f"channels_last {t['img_s']['bare_channels_last']:.1f}"
+    )
     lc = t["loader_ms_per_image"]
-    print(f"trainer loader: read {lc['read']:.2f} ms/image, read + augment "
-          f"{lc['read_and_augment']:.2f} ms/image; model step (bare) {1e3 / t_ref:.2f} ms/image")
-    print(f"demo fine-tune epoch ({demo['n_train']} train with augmentation + {demo['n_val']} "
-          f"val): {demo['epoch_s']:.1f} s (whole call incl. model build {demo['call_s']:.1f} s)")
+    print(
+        f"trainer loader: read {lc['read']:.2f} ms/image, read + augment "
+        f"{lc['read_and_augment']:.2f} ms/image; model step (bare) {1e3 / t_ref:.2f} ms/image"
+    )
+    print(
+        f"demo fine-tune epoch ({demo['n_train']} train with augmentation + {demo['n_val']} "
+        f"val): {demo['epoch_s']:.1f} s (whole call incl. model build {demo['call_s']:.1f} s)"
+    )
     print(f"-> {OUT.relative_to(REPO_ROOT)}")
 
 

@@ -71,9 +71,7 @@ def _rand_affine_fraction_class() -> type:
 
         def __call__(self, img, *args, **kwargs):  # type: ignore[override]
             spatial = tuple(img.shape[1:])
-            self.rand_affine_grid.translate_range = tuple(
-                self.translate_fraction * s for s in spatial
-            )
+            self.rand_affine_grid.translate_range = tuple(self.translate_fraction * s for s in spatial)
             return super().__call__(img, *args, **kwargs)
 
     RandAffineFraction.__module__ = __name__
@@ -90,7 +88,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def make_augmentation(cfg: Augment) -> "Compose":
+def make_augmentation(cfg: Augment) -> Compose:
     """The augmentation pipeline for channel-first float32 images ``(1, S, S)`` in [0, 1].
 
     Each random transform fires with probability ``cfg.prob``. Transforms whose range is zero are
@@ -133,7 +131,7 @@ def make_augmentation(cfg: Augment) -> "Compose":
     return Compose(transforms)
 
 
-def augment_image(transform: "Compose", image: np.ndarray, seed: int) -> np.ndarray:
+def augment_image(transform: Compose, image: np.ndarray, seed: int) -> np.ndarray:
     """One augmented view of a ``(S, S)`` image: float32 ``(S, S)`` in [0, 1], fixed by ``seed``.
 
     Reseeds ``transform`` in place (not thread-safe: give each worker its own transform). The
@@ -145,7 +143,7 @@ def augment_image(transform: "Compose", image: np.ndarray, seed: int) -> np.ndar
     return augment_batch(transform, img[None], seed)[0]
 
 
-def augment_batch(transform: "Compose", images: np.ndarray, seed: int) -> np.ndarray:
+def augment_batch(transform: Compose, images: np.ndarray, seed: int) -> np.ndarray:
     """Augmented views of a ``(B, S, S)`` batch, fixed by ``seed`` and the order of the images.
 
     The transform is seeded once for the whole batch and then draws for each image in turn:
@@ -211,9 +209,12 @@ def materialise(
     m = len(rows) * copies
     shape = (m, size, size)
 
-    index = {"aug_row": np.arange(m, dtype=np.int64), "row": np.repeat(rows, copies),
-             "copy": np.tile(np.arange(copies, dtype=np.int64), len(rows))}
-    pairs = list(zip(index["row"].tolist(), index["copy"].tolist()))
+    index = {
+        "aug_row": np.arange(m, dtype=np.int64),
+        "row": np.repeat(rows, copies),
+        "copy": np.tile(np.arange(copies, dtype=np.int64), len(rows)),
+    }
+    pairs = list(zip(index["row"].tolist(), index["copy"].tolist(), strict=False))
     transform = make_augmentation(cfg)
 
     def views():
@@ -247,7 +248,7 @@ def materialise(
 def preview_grid(
     images: np.ndarray,
     rows: np.ndarray,
-    transform: "Compose",
+    transform: Compose,
     seed: int,
     path: str | Path,
     copies: int = 3,
@@ -269,9 +270,7 @@ def preview_grid(
     if copies < 1:
         raise ValueError(f"copies must be >= 1 for a preview, got {copies}")
     n_rows, n_cols = len(rows), 1 + copies
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(1.9 * n_cols, 1.9 * n_rows + 0.5), squeeze=False
-    )
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 1.9 * n_rows + 0.5), squeeze=False)
     for i, row in enumerate(rows):
         src = np.asarray(images[row], dtype=np.float32)
         panels = [src] + [augment_image(transform, src, view_seed(seed, row, c)) for c in range(copies)]

@@ -54,8 +54,8 @@ import torch
 from torch import nn
 
 from pipeline.common import file_sha256
-from pipeline.params import Backbone, resolve_path
 from pipeline.errors import StageError
+from pipeline.params import Backbone, resolve_path
 
 EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 TORCHVISION_PREFIX = "torchvision/"
@@ -101,9 +101,7 @@ def _grey_preprocessing(
         # colour statistics (exact when all channels share them, as for EfficientNet-Lite).
         m, s = sum(mean) / len(mean), sum(std) / len(std)
         return Preprocessing(scale, (m,), (s,), 1, mode, f"{what}; grey fed once to a summed stem")
-    return Preprocessing(
-        scale, tuple(mean), tuple(std), 3, mode, f"{what}; grey repeated to 3 channels"
-    )
+    return Preprocessing(scale, tuple(mean), tuple(std), 3, mode, f"{what}; grey repeated to 3 channels")
 
 
 class _Trunk(nn.Module):
@@ -382,12 +380,8 @@ class ClassifierModel(nn.Module):
         # Buffers (not parameters): they move with .to(device) and are never trained. Persistent
         # False keeps them out of state_dict, which then holds exactly the trunk's and head's
         # tensors.
-        self.register_buffer(
-            "_mean", torch.tensor(s.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "_std", torch.tensor(s.std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
-        )
+        self.register_buffer("_mean", torch.tensor(s.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(s.std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     # -- input ------------------------------------------------------------------------------
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
@@ -402,7 +396,7 @@ class ClassifierModel(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def use_channels_last(self, enabled: bool = True) -> "ClassifierModel":
+    def use_channels_last(self, enabled: bool = True) -> ClassifierModel:
         """Store weights and inputs NHWC (faster convolutions on CPU oneDNN and CUDA)."""
         self.channels_last = enabled
         return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
@@ -506,9 +500,7 @@ def create_backbone(cfg: Backbone, num_classes: int, pretrained: bool = True) ->
     weights_file: Path | None = None
     if name in EFFICIENTNET_LITE:
         trunk: _Trunk = _EfficientNetLiteTrunk(name)
-        prep_args = (
-            255.0, (127.0,) * 3, (128.0,) * 3, "(x*255 - 127) / 128 (TF EfficientNet-Lite)"
-        )
+        prep_args = (255.0, (127.0,) * 3, (128.0,) * 3, "(x*255 - 127) / 128 (TF EfficientNet-Lite)")
         if pretrained:
             weights_file = (
                 _require_file(cfg, None, "the EfficientNet-Lite ImageNet state_dict")
@@ -522,7 +514,7 @@ def create_backbone(cfg: Backbone, num_classes: int, pretrained: bool = True) ->
                 else f"{name} weights from {cfg.weights_path}"
             )
     elif name.startswith(TORCHVISION_PREFIX):
-        arch = name[len(TORCHVISION_PREFIX):]
+        arch = name[len(TORCHVISION_PREFIX) :]
         if not _TORCHVISION_RESNET.match(arch):
             raise BackboneError(
                 f"backbone {name}: only the torchvision ResNet family (resnet18/34/50/101/152, "
@@ -532,27 +524,21 @@ def create_backbone(cfg: Backbone, num_classes: int, pretrained: bool = True) ->
         trunk = _TorchvisionResNetTrunk(arch)
         prep_args = (1.0, mean, std, "ImageNet mean/std")
         if pretrained:
-            weights_file = _require_file(
-                cfg, _hub_file(file_name), f"torchvision {arch} DEFAULT weights, {file_name}"
-            )
+            weights_file = _require_file(cfg, _hub_file(file_name), f"torchvision {arch} DEFAULT weights, {file_name}")
             source = f"ImageNet torchvision {arch} weights from {weights_file}"
     elif name.startswith(TIMM_PREFIX):
-        arch = name[len(TIMM_PREFIX):]
+        arch = name[len(TIMM_PREFIX) :]
         trunk = _TimmTrunk(arch)
         url = trunk.cfg.get("url") or ""
         default = _hub_file(os.path.basename(url)) if url else None
-        prep_args = (
-            1.0, tuple(trunk.cfg["mean"]), tuple(trunk.cfg["std"]), "timm pretrained_cfg mean/std"
-        )
+        prep_args = (1.0, tuple(trunk.cfg["mean"]), tuple(trunk.cfg["std"]), "timm pretrained_cfg mean/std")
         if pretrained:
             hub = trunk.cfg.get("hf_hub_id")
             hint = f"timm {arch}: {url or ('Hugging Face hub ' + hub if hub else 'no URL known')}"
             weights_file = _require_file(cfg, default, hint)
             source = f"timm {arch} weights from {weights_file}"
     else:
-        raise BackboneError(
-            f"backbone.name = {name!r} is not registered; known: {', '.join(registry_names())}"
-        )
+        raise BackboneError(f"backbone.name = {name!r} is not registered; known: {', '.join(registry_names())}")
 
     if pretrained:
         assert weights_file is not None
@@ -614,9 +600,7 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device = cuda but no CUDA device is available")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    ):
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise RuntimeError("train.device = mps but MPS is not available")
     return torch.device(name)
 
@@ -636,5 +620,3 @@ def images_to_tensor(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     """A (B, S, S) numpy batch (float16 store rows or float32 views) -> (B, 1, S, S) float32."""
     arr = np.asarray(batch, dtype=np.float32)
     return torch.from_numpy(arr).unsqueeze(1).to(device, non_blocking=True)
-
-

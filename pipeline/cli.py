@@ -21,16 +21,17 @@ from pipeline.workspace import Workspace
 EXIT_STAGE_ERROR = 1
 
 
-def main(
-    stage: str, run: Callable[[Params, Workspace], Any], doc: str | None, argv: list[str] | None = None
-) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}",
-                                     description=(doc or stage).strip().splitlines()[0])
-    parser.add_argument("--params", default="params.yaml",
-                        help="params file (default: params.yaml in the root)")
-    parser.add_argument("--root", type=Path, default=REPO_ROOT,
-                        help="workspace folder the artifacts and relative data paths live under "
-                             "(default: the repository root)")
+def main(stage: str, run: Callable[[Params, Workspace], Any], doc: str | None, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m stages.{stage}", description=(doc or stage).strip().splitlines()[0]
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml in the root)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=REPO_ROOT,
+        help="workspace folder the artifacts and relative data paths live under (default: the repository root)",
+    )
     args = parser.parse_args(argv)
     try:
         params_file = args.params if Path(args.params).is_absolute() else args.root / args.params

@@ -55,9 +55,7 @@ def _codes(clusters: np.ndarray, n: int) -> tuple[np.ndarray, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def obuchowski(
-    y: np.ndarray, scores: np.ndarray, clusters: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def obuchowski(y: np.ndarray, scores: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUROCs of ``k`` scores on the same images and their clustered covariance matrix.
 
     Per image, the DeLong placement value: V10 (a positive: fraction of all negatives scored
@@ -189,7 +187,10 @@ def clustered_ovr_macro(
 
 
 def clustered_ovr_paired_test(
-    y_int: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, clusters: np.ndarray,
+    y_int: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    clusters: np.ndarray,
     alpha: float = 0.05,
 ) -> tuple[float, float, float, float]:
     """Paired patient-level comparison of two models' macro one-vs-rest AUROCs."""
@@ -203,7 +204,10 @@ def clustered_ovr_paired_test(
 
 
 def headline_auc(
-    y_int: np.ndarray, probs: np.ndarray, positive_index: int, clusters: np.ndarray,
+    y_int: np.ndarray,
+    probs: np.ndarray,
+    positive_index: int,
+    clusters: np.ndarray,
     alpha: float = 0.05,
 ) -> dict[str, float]:
     """The headline AUROC with its patient-level interval: binary (positive class) for 2
@@ -211,22 +215,27 @@ def headline_auc(
     y_int = np.asarray(y_int)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape[1] == 2:
-        auc, lo, hi, var = clustered_auc_ci(
-            y_int == positive_index, probs[:, positive_index], clusters, alpha
-        )
+        auc, lo, hi, var = clustered_auc_ci(y_int == positive_index, probs[:, positive_index], clusters, alpha)
         return {"auc": auc, "ci_low": lo, "ci_high": hi, "var": var}
     return clustered_ovr_macro(y_int, probs, clusters, alpha)["macro"]
 
 
 def headline_paired_test(
-    y_int: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, positive_index: int,
-    clusters: np.ndarray, alpha: float = 0.05,
+    y_int: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    positive_index: int,
+    clusters: np.ndarray,
+    alpha: float = 0.05,
 ) -> tuple[float, float, float, float]:
     """Paired patient-level difference of two headline AUROCs: ``(diff, lo, hi, p)``."""
     if probs_a.shape[1] == 2:
         return clustered_paired_test(
-            np.asarray(y_int) == positive_index, probs_a[:, positive_index],
-            probs_b[:, positive_index], clusters, alpha,
+            np.asarray(y_int) == positive_index,
+            probs_a[:, positive_index],
+            probs_b[:, positive_index],
+            clusters,
+            alpha,
         )
     return clustered_ovr_paired_test(y_int, probs_a, probs_b, clusters, alpha)
 
@@ -251,20 +260,22 @@ def patient_weighted_auc(y: np.ndarray, score: np.ndarray, clusters: np.ndarray)
     return float(roc_auc_score(y, score, sample_weight=patient_weights(clusters)))
 
 
-def patient_weighted_headline(
-    y_int: np.ndarray, probs: np.ndarray, positive_index: int, clusters: np.ndarray
-) -> float:
+def patient_weighted_headline(y_int: np.ndarray, probs: np.ndarray, positive_index: int, clusters: np.ndarray) -> float:
     """Patient-weighted headline AUROC (binary, or macro one-vs-rest for more classes)."""
     y_int = np.asarray(y_int)
     if probs.shape[1] == 2:
         return patient_weighted_auc(y_int == positive_index, probs[:, positive_index], clusters)
-    return float(np.mean([patient_weighted_auc(y_int == k, probs[:, k], clusters)
-                          for k in range(probs.shape[1])]))
+    return float(np.mean([patient_weighted_auc(y_int == k, probs[:, k], clusters) for k in range(probs.shape[1])]))
 
 
 def paired_bootstrap_difference(
-    y: np.ndarray, s1: np.ndarray, s2: np.ndarray, clusters: np.ndarray,
-    n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+    y: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    clusters: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Percentile interval of AUROC(s1) - AUROC(s2) over resamples of PATIENTS; both scores see
     the same resampled patients (paired). Resamples with one class are skipped and counted.
@@ -280,19 +291,30 @@ def paired_bootstrap_difference(
     good = d[np.isfinite(d)]
     ones = np.ones((1, len(y)))
     point = float((ev1(ones) - ev2(ones))[0])
-    lo, hi = (np.percentile(good, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(good)
-              else (float("nan"), float("nan")))
+    lo, hi = (
+        np.percentile(good, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(good) else (float("nan"), float("nan"))
+    )
     # Two-sided bootstrap p-value: twice the smaller share of resamples on either side of 0.
-    p = (min(1.0, 2 * min(float((good <= 0).mean()), float((good >= 0).mean()))) if len(good)
-         else float("nan"))
-    return {"difference": point, "ci_low": float(lo), "ci_high": float(hi), "p_value": p,
-            "n_boot": int(len(good)), "skipped_single_class": int(n_boot - len(good)),
-            "seed": int(seed)}
+    p = min(1.0, 2 * min(float((good <= 0).mean()), float((good >= 0).mean()))) if len(good) else float("nan")
+    return {
+        "difference": point,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "p_value": p,
+        "n_boot": int(len(good)),
+        "skipped_single_class": int(n_boot - len(good)),
+        "seed": int(seed),
+    }
 
 
 def paired_comparison(
-    y: np.ndarray, s1: np.ndarray, s2: np.ndarray, clusters: np.ndarray,
-    n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+    y: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    clusters: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """The paired patient-level comparison a verdict may rest on: AUROC(s1) - AUROC(s2).
 
@@ -320,9 +342,10 @@ def paired_comparison(
         "ci_high": max(highs) if both else nan,
         "p_value": max(ps) if len(ps) == 2 else nan,
         "clustered_delong": {"ci_low": lo, "ci_high": hi, "p_value": p},
-        "bootstrap": {**{k: boot[k] for k in ("ci_low", "ci_high", "p_value", "n_boot",
-                                              "skipped_single_class", "seed")},
-                      "unit": "patient"},
+        "bootstrap": {
+            **{k: boot[k] for k in ("ci_low", "ci_high", "p_value", "n_boot", "skipped_single_class", "seed")},
+            "unit": "patient",
+        },
     }
 
 
@@ -331,9 +354,7 @@ def paired_comparison(
 # --------------------------------------------------------------------------------------------
 
 
-def clustered_proportion(
-    hits: np.ndarray, clusters: np.ndarray, alpha: float = 0.05
-) -> dict[str, Any]:
+def clustered_proportion(hits: np.ndarray, clusters: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
     """A proportion over images (e.g. sensitivity over the positive images) with a
     patient-level Wilson interval.
 
@@ -352,8 +373,7 @@ def clustered_proportion(
     out: dict[str, Any] = {"k": k, "n": n, "n_patients": n_cl}
     if n == 0:
         nan = float("nan")
-        return {"value": nan, "ci_low": nan, "ci_high": nan, **out, "design_effect": nan,
-                "n_effective": 0.0}
+        return {"value": nan, "ci_low": nan, "ci_high": nan, **out, "design_effect": nan, "n_effective": 0.0}
     p = k / n
     k_i = np.bincount(codes, weights=hits.astype(np.float64), minlength=n_cl)
     n_i = np.bincount(codes, minlength=n_cl).astype(np.float64)
@@ -362,8 +382,7 @@ def clustered_proportion(
     deff = max(1.0, var_cluster / var_binom) if var_binom > 0 else 1.0
     n_eff = n / deff
     _, lo, hi = _wilson_real(p, n_eff, alpha)
-    return {"value": p, "ci_low": lo, "ci_high": hi, **out, "design_effect": deff,
-            "n_effective": n_eff}
+    return {"value": p, "ci_low": lo, "ci_high": hi, **out, "design_effect": deff, "n_effective": n_eff}
 
 
 def _wilson_real(p: float, n: float, alpha: float) -> tuple[float, float, float]:
@@ -392,9 +411,7 @@ def predictive_values(sens: float, spec: float, prevalence: float) -> tuple[floa
     return float(ppv), float(npv)
 
 
-def predictive_values_at(
-    sens: dict[str, Any], spec: dict[str, Any], prevalence: float
-) -> dict[str, dict[str, Any]]:
+def predictive_values_at(sens: dict[str, Any], spec: dict[str, Any], prevalence: float) -> dict[str, dict[str, Any]]:
     """PPV / NPV blocks at an assumed prevalence from sensitivity / specificity blocks.
 
     PPV and NPV increase with both sensitivity and specificity, so the interval runs from the
@@ -403,24 +420,39 @@ def predictive_values_at(
     confidence, so the interval covers with at least 90% (conservative at each end, not an
     exact 95% interval). The intervals of ``sens``/``spec`` are the patient-level ones.
     """
+
     def block(i: int) -> dict[str, Any]:
         v = predictive_values(sens["value"], spec["value"], prevalence)[i]
         lo = predictive_values(sens["ci_low"], spec["ci_low"], prevalence)[i]
         hi = predictive_values(sens["ci_high"], spec["ci_high"], prevalence)[i]
-        return {"value": v, "ci_low": lo, "ci_high": hi, "prevalence": float(prevalence),
-                "method": "Bayes from sensitivity and specificity"}
+        return {
+            "value": v,
+            "ci_low": lo,
+            "ci_high": hi,
+            "prevalence": float(prevalence),
+            "method": "Bayes from sensitivity and specificity",
+        }
 
     if not all(np.isfinite([sens["value"], spec["value"]])):
         nan = float("nan")
-        empty = {"value": nan, "ci_low": nan, "ci_high": nan, "prevalence": float(prevalence),
-                 "method": "Bayes from sensitivity and specificity"}
+        empty = {
+            "value": nan,
+            "ci_low": nan,
+            "ci_high": nan,
+            "prevalence": float(prevalence),
+            "method": "Bayes from sensitivity and specificity",
+        }
         return {"ppv": empty, "npv": dict(empty)}
     return {"ppv": block(0), "npv": block(1)}
 
 
 def binary_metrics_at(
-    y: np.ndarray, s: np.ndarray, threshold: float, clusters: np.ndarray,
-    alpha: float = 0.05, prevalence: float | None = None,
+    y: np.ndarray,
+    s: np.ndarray,
+    threshold: float,
+    clusters: np.ndarray,
+    alpha: float = 0.05,
+    prevalence: float | None = None,
 ) -> dict[str, Any]:
     """Confusion matrix and threshold metrics at a fixed threshold, patient-level intervals.
 
@@ -538,7 +570,8 @@ def subgroup_table(
                     "ci_low": res["ci_low"],
                     "ci_high": res["ci_high"],
                     "auroc_patient_weighted": patient_weighted_headline(yg, pg, pos, patients[sel])
-                    if np.isfinite(res["auc"]) else float("nan"),
+                    if np.isfinite(res["auc"])
+                    else float("nan"),
                     "flagged": bool(flags),
                     "flags": flags,
                 }

@@ -765,7 +765,9 @@ class LearningCurve(Contract):
     scratch_catch_up: dict[str, CatchUp] = Field(description="by reference path")
     comparison_method: str | None = None
     pairs: list[dict[str, float | int | str | None]] | None = Field(
-        default=None, description="challenger, reference, fraction, repeat, n_patients, difference, ci_low, ci_high, p_value")
+        default=None,
+        description="challenger, reference, fraction, repeat, n_patients, difference, ci_low, ci_high, p_value",
+    )
     pair_summary: list[dict[str, float | int | str | None]] | None = None
     n_training_patients_total: int
     n_test_images: int

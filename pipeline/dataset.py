@@ -64,9 +64,7 @@ def load_dataset(params: Params, root: Path = REPO_ROOT, mmap: bool = True) -> D
     merged = manifest.merge(splits[["row", "split"]], on="row", how="left", validate="one_to_one")
     missing = merged["split"].isna()
     if missing.any():
-        raise ValueError(
-            f"{int(missing.sum())} manifest rows have no split; rerun the split stage (dvc repro split)"
-        )
+        raise ValueError(f"{int(missing.sum())} manifest rows have no split; rerun the split stage (dvc repro split)")
     merged = merged.sort_values("row").reset_index(drop=True)
     images = open_store(root / paths.STORE) if mmap else np.asarray(open_store(root / paths.STORE))
     return Dataset(manifest=merged, images=images, classes=tuple(params.data.classes))

@@ -96,8 +96,7 @@ DEFINITIONS: dict[str, str] = {
     "are 'not tested'.",
     "val_decline": "The fall of the validation AUROC from its peak to the last epoch, with the change "
     "of the train AUROC over the same epochs.",
-    "linear_gap": "Linear path: mean train-fold AUROC minus cross-validated AUROC at the C chosen "
-    "by cross-validation.",
+    "linear_gap": "Linear path: mean train-fold AUROC minus cross-validated AUROC at the C chosen by cross-validation.",
     "verdict": "severe: AUROC gap >= gap_severe, or the validation AUROC fell from its peak by >= "
     "gap_severe while the train AUROC rose; mild: gap_mild <= gap < gap_severe, a validation AUROC "
     "fall from its peak of more than gap_mild while the train AUROC rose, or a smaller gap together "
@@ -154,13 +153,22 @@ class Rules:
     @classmethod
     def from_params(cls, params: Any) -> Rules:
         d = params.diagnose
-        return cls(overfit_k=d.overfit_k, gap_mild=d.gap_mild, gap_severe=d.gap_severe,
-                   noninferiority_margin=d.noninferiority_margin, chance_margin=d.chance_margin)
+        return cls(
+            overfit_k=d.overfit_k,
+            gap_mild=d.gap_mild,
+            gap_severe=d.gap_severe,
+            noninferiority_margin=d.noninferiority_margin,
+            chance_margin=d.chance_margin,
+        )
 
     def as_dict(self) -> dict[str, float]:
-        return {"overfit_k": self.overfit_k, "gap_mild": self.gap_mild, "gap_severe": self.gap_severe,
-                "noninferiority_margin": self.noninferiority_margin,
-                "chance_margin": self.chance_margin}
+        return {
+            "overfit_k": self.overfit_k,
+            "gap_mild": self.gap_mild,
+            "gap_severe": self.gap_severe,
+            "noninferiority_margin": self.noninferiority_margin,
+            "chance_margin": self.chance_margin,
+        }
 
 
 # --------------------------------------------------------------------------- epoch curves
@@ -327,9 +335,17 @@ def epoch_curve_diagnostics(train_log: Mapping[str, Any], rules: Rules) -> dict[
         },
         "wall_time_s": _round(float(np.nansum(secs)), 1) if np.isfinite(secs).any() else None,
         "verdict": learning_check(
-            verdict(_opt(at_best["auroc_gap"]), onset is not None, rules,
-                    gap_kind="train-val AUROC gap at the best epoch", decline=decline),
-            best_val, rules, "validation AUROC"),
+            verdict(
+                _opt(at_best["auroc_gap"]),
+                onset is not None,
+                rules,
+                gap_kind="train-val AUROC gap at the best epoch",
+                decline=decline,
+            ),
+            best_val,
+            rules,
+            "validation AUROC",
+        ),
     }
 
 
@@ -370,7 +386,10 @@ def linear_validation_curve(linear_log: Mapping[str, Any], rules: Rules) -> dict
         "at_best": at,
         "verdict": learning_check(
             verdict(at["gap"], False, rules, gap_kind="train vs cross-validated AUROC gap at the chosen C"),
-            _num(at["cv_auroc"]), rules, "cross-validated AUROC (at the chosen C)"),
+            _num(at["cv_auroc"]),
+            rules,
+            "cross-validated AUROC (at the chosen C)",
+        ),
     }
 
 
@@ -428,21 +447,21 @@ def verdict(
             why.append(f"{gap_text} >= {rules.gap_severe:g} (gap_severe)")
         elif gap >= rules.gap_mild:
             levels.append("mild")
-            why.append(f"{gap_text} is between {rules.gap_mild:g} (gap_mild) and "
-                       f"{rules.gap_severe:g} (gap_severe)")
+            why.append(f"{gap_text} is between {rules.gap_mild:g} (gap_mild) and {rules.gap_severe:g} (gap_severe)")
     if falling:
         assert decline is not None
         levels.append("severe" if decline["drop"] >= rules.gap_severe else "mild")
         why.append(fall_why)
     if onset:
         levels.append("mild")
-        why.append(f"the validation loss rose for {rules.overfit_k} consecutive epochs while the "
-                   "train loss fell")
+        why.append(f"the validation loss rose for {rules.overfit_k} consecutive epochs while the train loss fell")
     level = max(levels, key=["no", "mild", "severe"].index)
     if level == "no":
-        why = [f"{gap_text} < {rules.gap_mild:g} (gap_mild), no overfitting onset, and no "
-               f"validation AUROC fall of more than {rules.gap_mild:g} from its peak while the "
-               "train AUROC rose"]
+        why = [
+            f"{gap_text} < {rules.gap_mild:g} (gap_mild), no overfitting onset, and no "
+            f"validation AUROC fall of more than {rules.gap_mild:g} from its peak while the "
+            "train AUROC rose"
+        ]
     elif not any(w.startswith(gap_kind) for w in why):
         why.insert(0, gap_text)
     label = {"no": "No overfitting", "mild": "Mild overfitting", "severe": "Severe overfitting"}[level]
@@ -484,18 +503,20 @@ def _test_auroc(metrics: Mapping[str, Any], path: str) -> dict[str, float | None
     }
 
 
-def find_comparison(
-    comparisons: Sequence[Mapping[str, Any]] | None, a: str, b: str
-) -> dict[str, Any] | None:
+def find_comparison(comparisons: Sequence[Mapping[str, Any]] | None, a: str, b: str) -> dict[str, Any] | None:
     """The paired comparison of ``a`` - ``b`` from evaluation.json's list (either order; a
     ``b - a`` entry is turned around), as ``{difference, ci_low, ci_high, p_value, method}``."""
     for c in comparisons or []:
         if (c.get("path_a"), c.get("path_b")) == (a, b):
             return {k: c.get(k) for k in ("difference", "ci_low", "ci_high", "p_value", "method")}
         if (c.get("path_a"), c.get("path_b")) == (b, a):
-            return {"difference": _neg(c.get("difference")), "ci_low": _neg(c.get("ci_high")),
-                    "ci_high": _neg(c.get("ci_low")), "p_value": c.get("p_value"),
-                    "method": c.get("method")}
+            return {
+                "difference": _neg(c.get("difference")),
+                "ci_low": _neg(c.get("ci_high")),
+                "ci_high": _neg(c.get("ci_low")),
+                "p_value": c.get("p_value"),
+                "method": c.get("method"),
+            }
     return None
 
 
@@ -584,8 +605,9 @@ def transfer_trifecta(
             "best_val_auroc_diff": asym_d,
             "test_auroc_diff": test_d,
             "test_ci_overlap": ci_overlap,
-            "test_paired": None if paired is None else {
-                k: (_round(v) if isinstance(v, float) else v) for k, v in paired.items()},
+            "test_paired": None
+            if paired is None
+            else {k: (_round(v) if isinstance(v, float) else v) for k, v in paired.items()},
             "higher_start_claim": "not tested",
             "faster_convergence_claim": "not tested",
             "higher_asymptote_claim": asym_claim,
@@ -615,9 +637,7 @@ def patient_labels(patients: np.ndarray, labels: np.ndarray, positive: int) -> d
     return out
 
 
-def stratified_patient_order(
-    patient_label: Mapping[Any, int], seed: int | Sequence[int]
-) -> dict[int, list[Any]]:
+def stratified_patient_order(patient_label: Mapping[Any, int], seed: int | Sequence[int]) -> dict[int, list[Any]]:
     """A seeded random order of the patients of each class (the basis of nested samples)."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[Any]] = {}
@@ -711,8 +731,13 @@ def run_learning_curve(
                     probs = np.asarray(reuse[path], dtype=float)
                     info = {"reused_main_run": True}
                 else:
-                    log.info("learning curve: %s, %.0f%% of training patients (%d), repeat %d",
-                             path, 100 * frac, len(chosen), r)
+                    log.info(
+                        "learning curve: %s, %.0f%% of training patients (%d), repeat %d",
+                        path,
+                        100 * frac,
+                        len(chosen),
+                        r,
+                    )
                     probs, info = fit(path, rows, run_seed, epochs)
                     info = {"reused_main_run": False, **info}
                 scores[path] = np.asarray(probs, dtype=float)
@@ -736,11 +761,19 @@ def run_learning_curve(
             for ref in PRETRAINED_PATHS:
                 if CHALLENGER in scores and ref in scores:
                     d, lo, hi, pv = paired(y_test, scores[CHALLENGER], scores[ref], test_patients)
-                    pairs.append({
-                        "challenger": CHALLENGER, "reference": ref, "fraction": float(frac),
-                        "repeat": r, "n_patients": len(chosen), "difference": _round(d),
-                        "ci_low": _round(lo), "ci_high": _round(hi), "p_value": _round(pv, 6),
-                    })
+                    pairs.append(
+                        {
+                            "challenger": CHALLENGER,
+                            "reference": ref,
+                            "fraction": float(frac),
+                            "repeat": r,
+                            "n_patients": len(chosen),
+                            "difference": _round(d),
+                            "ci_low": _round(lo),
+                            "ci_high": _round(hi),
+                            "p_value": _round(pv, 6),
+                        }
+                    )
     return points, pairs
 
 
@@ -784,10 +817,16 @@ def summarise_pairs(pairs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return _round(float(np.mean(v))) if len(v) == len(vals) and v else None
 
     return [
-        {"challenger": c, "reference": ref, "fraction": f, "repeats": len(ps),
-         "n_patients": int(round(np.mean([p["n_patients"] for p in ps]))),
-         "difference": mean([p["difference"] for p in ps]),
-         "ci_low": mean([p["ci_low"] for p in ps]), "ci_high": mean([p["ci_high"] for p in ps])}
+        {
+            "challenger": c,
+            "reference": ref,
+            "fraction": f,
+            "repeats": len(ps),
+            "n_patients": int(round(np.mean([p["n_patients"] for p in ps]))),
+            "difference": mean([p["difference"] for p in ps]),
+            "ci_low": mean([p["ci_low"] for p in ps]),
+            "ci_high": mean([p["ci_high"] for p in ps]),
+        }
         for (c, ref, f), ps in sorted(groups.items())
     ]
 
@@ -843,8 +882,10 @@ def catch_up(
             break
 
     def ci_text(p: Mapping[str, Any]) -> str:
-        return (f"paired difference {_fmt(p['difference'])}, 95% CI {_fmt(p['ci_low'])} to "
-                f"{_fmt(p['ci_high'])}; margin {margin:g}")
+        return (
+            f"paired difference {_fmt(p['difference'])}, 95% CI {_fmt(p['ci_low'])} to "
+            f"{_fmt(p['ci_high'])}; margin {margin:g}"
+        )
 
     if not per_size:
         text = f"No sizes with both {challenger} and {reference}."
@@ -861,10 +902,18 @@ def catch_up(
         )
     else:
         first = next(p for p in per_size if p["n_patients"] == from_n)
-        text = (f"{challenger} catches up with {reference} (non-inferior, margin {margin:g}) from "
-                f"{from_n} training patients on ({ci_text(first)}).")
-    return {"challenger": challenger, "reference": reference, "margin": margin,
-            "per_size": per_size, "from_patients": from_n, "text": text}
+        text = (
+            f"{challenger} catches up with {reference} (non-inferior, margin {margin:g}) from "
+            f"{from_n} training patients on ({ci_text(first)})."
+        )
+    return {
+        "challenger": challenger,
+        "reference": reference,
+        "margin": margin,
+        "per_size": per_size,
+        "from_patients": from_n,
+        "text": text,
+    }
 
 
 def _fmt(x: float | None) -> str:
@@ -993,8 +1042,9 @@ def make_paired_test(n_boot: int, seed: int) -> PairedTest:
     def paired(
         y: np.ndarray, s1: np.ndarray, s2: np.ndarray, patients: np.ndarray
     ) -> tuple[float, float, float, float]:
-        c = paired_comparison(np.asarray(y), np.asarray(s1), np.asarray(s2), np.asarray(patients),
-                              n_boot, seed, CI_ALPHA)
+        c = paired_comparison(
+            np.asarray(y), np.asarray(s1), np.asarray(s2), np.asarray(patients), n_boot, seed, CI_ALPHA
+        )
         return c["difference"], c["ci_low"], c["ci_high"], c["p_value"]
 
     return paired
@@ -1071,8 +1121,7 @@ def pipeline_learning_curve(
         make_paired_test(params.evaluate.bootstrap_samples, params.seed),
         reuse=reuse,
     )
-    block = learning_curve_block(points, pairs, d.fractions, d.repeats, epochs, note,
-                                 d.noninferiority_margin)
+    block = learning_curve_block(points, pairs, d.fractions, d.repeats, epochs, note, d.noninferiority_margin)
     block["n_training_patients_total"] = int(len(np.unique(dataset.patients(train_rows))))
     block["n_test_images"] = int(len(test_rows))
     return block

@@ -77,12 +77,12 @@ DECODE_REASONS: dict[str, str] = {
     UNSUPPORTED_BIT_DEPTH: "BitsAllocated not 8/16, BitsStored not 8..16, or float pixel data",
     UNSUPPORTED_TRANSFER_SYNTAX: "no installed decoder handles the transfer syntax",
     CORRUPT_PIXEL_DATA: "the pixel data cannot be decoded (truncated, bad codestream, wrong shape)",
-    INVALID_VOI_LUT: "the VOI window/LUT is invalid (e.g. WindowWidth < 1); set ingest.apply_voi_lut: false to ignore it",
+    INVALID_VOI_LUT: "the VOI LUT is invalid (bad descriptor or data); set ingest.apply_voi_lut: false to ignore it",
     BLANK_IMAGE: "every pixel has the same value after the VOI/normalisation",
     TOO_LARGE: "Rows x Columns x SamplesPerPixel x frames above ingest.max_pixels, or a deflated "
-               "data set that inflates past the limit (decided before decoding)",
+    "data set that inflates past the limit (decided before decoding)",
     TRUNCATED_PIXEL_DATA: "fewer pixel bytes than declared, or a JPEG / JPEG 2000 codestream without its "
-                          "end marker, or a decoder warning about missing data",
+    "end marker, or a decoder warning about missing data",
     INVALID_RESCALE: "RescaleSlope/RescaleIntercept zero, non-finite, or overflowing float32 over the pixel range",
     INVALID_WINDOW: "WindowCenter/WindowWidth invalid (width < 1, non-finite, overflowing float32)",
     NON_FINITE_IMAGE: "the decoded image holds NaN or infinity (a guard: earlier rules should catch it)",
@@ -91,16 +91,101 @@ DECODE_REASONS: dict[str, str] = {
 #: DICOM defined terms (PS3.3 C.7.3.1.1.1, C.7.6.3.1.2): only these are ever quoted in a reason;
 #: any other value shows as <invalid> (a malformed element can swallow names and IDs).
 MODALITY_TERMS = frozenset(
-    "AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS KER KO "
-    "LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN POS PR PT PX REG RESP RF RG "
-    "RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN "
-    "TEXTUREMAP TG US VA XA XAPROTOCOL XC DR".split()
+    [
+        "AR",
+        "ASMT",
+        "AU",
+        "BDUS",
+        "BI",
+        "BMD",
+        "CR",
+        "CT",
+        "CTPROTOCOL",
+        "DG",
+        "DOC",
+        "DX",
+        "ECG",
+        "EPS",
+        "ES",
+        "FID",
+        "GM",
+        "HC",
+        "HD",
+        "IO",
+        "IOL",
+        "IVOCT",
+        "IVUS",
+        "KER",
+        "KO",
+        "LEN",
+        "LS",
+        "MG",
+        "MR",
+        "M3D",
+        "NM",
+        "OAM",
+        "OCT",
+        "OP",
+        "OPM",
+        "OPT",
+        "OPTBSV",
+        "OPTENF",
+        "OPV",
+        "OSS",
+        "OT",
+        "PLAN",
+        "POS",
+        "PR",
+        "PT",
+        "PX",
+        "REG",
+        "RESP",
+        "RF",
+        "RG",
+        "RTDOSE",
+        "RTIMAGE",
+        "RTINTENT",
+        "RTPLAN",
+        "RTRAD",
+        "RTRECORD",
+        "RTSEGANN",
+        "RTSTRUCT",
+        "RWV",
+        "SEG",
+        "SM",
+        "SMR",
+        "SR",
+        "SRF",
+        "STAIN",
+        "TEXTUREMAP",
+        "TG",
+        "US",
+        "VA",
+        "XA",
+        "XAPROTOCOL",
+        "XC",
+        "DR",
+    ]
 )
 PHOTOMETRIC_TERMS = frozenset(
-    ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL",
-     "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB")
+    (
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "PALETTE COLOR",
+        "RGB",
+        "HSV",
+        "ARGB",
+        "CMYK",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+        "YBR_ICT",
+        "YBR_RCT",
+        "XYB",
+    )
 )
-VIEW_TERMS = frozenset("AP PA LL RL RLD LLD RLO LLO LAT LATERAL AP_LLD PA_LLD".split())
+VIEW_TERMS = frozenset(["AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LAT", "LATERAL", "AP_LLD", "PA_LLD"])
 #: float32 range: modality or window values beyond it overflow the float32 image.
 _F32_MAX = float(np.finfo(np.float32).max) / 16
 
@@ -305,10 +390,18 @@ class _Truncated(ValueError):
 
 
 # JPEG (baseline, extended, lossless, JPEG-LS) and JPEG 2000 codestreams end with FFD9 (EOI / EOC).
-_JPEG_FAMILY = ("1.2.840.10008.1.2.4.5", "1.2.840.10008.1.2.4.7", "1.2.840.10008.1.2.4.8",
-                "1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")
-_DECODER_TRUNCATION = re.compile(r"truncat|premature|not enough|insufficient|end of (the )?(file|data|stream)"
-                                 r"|corrupt|missing .*marker", re.IGNORECASE)
+_JPEG_FAMILY = (
+    "1.2.840.10008.1.2.4.5",
+    "1.2.840.10008.1.2.4.7",
+    "1.2.840.10008.1.2.4.8",
+    "1.2.840.10008.1.2.4.9",
+    "1.2.840.10008.1.2.4.20",
+)
+_DECODER_TRUNCATION = re.compile(
+    r"truncat|premature|not enough|insufficient|end of (the )?(file|data|stream)"
+    r"|corrupt|missing .*marker",
+    re.IGNORECASE,
+)
 
 
 def _check_codestream(ds: Dataset, h: HeaderFacts) -> Rejection | None:
@@ -568,13 +661,13 @@ def _deflate_bomb(data: bytes, max_bytes: int) -> Rejection | None:
         return None
     # Inflate in 1 MiB steps, counting and discarding: memory stays flat whatever the ratio.
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pending, total = memoryview(data)[fp.tell():], 0
+    pending, total = memoryview(data)[fp.tell() :], 0
     try:
         while pending:
             total += len(inflater.decompress(pending, 1 << 20))
             if total > max_bytes:
                 return Rejection(TOO_LARGE, f"deflated data set inflates past {max_bytes} bytes")
-            pending = memoryview(inflater.unconsumed_tail) if inflater.unconsumed_tail else pending[len(pending):]
+            pending = memoryview(inflater.unconsumed_tail) if inflater.unconsumed_tail else pending[len(pending) :]
             if inflater.eof:
                 break
     except zlib.error as err:
@@ -582,8 +675,9 @@ def _deflate_bomb(data: bytes, max_bytes: int) -> Rejection | None:
     return None
 
 
-def _dataset(source: str | Path | bytes | Dataset, max_bytes: int = 2 * 6000 * 6000 + (64 << 20)
-             ) -> tuple[Dataset, bytes | None] | Rejection:
+def _dataset(
+    source: str | Path | bytes | Dataset, max_bytes: int = 2 * 6000 * 6000 + (64 << 20)
+) -> tuple[Dataset, bytes | None] | Rejection:
     if isinstance(source, Dataset):
         return source, None
     if isinstance(source, (bytes, bytearray, memoryview)):

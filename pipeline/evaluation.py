@@ -32,19 +32,32 @@ SEXES = ("M", "F", "O", "U")
 
 # Flat keys of reports/metrics.json, in order (README documents them).
 FLAT_KEYS = (
-    "auroc", "auroc_ci_low", "auroc_ci_high", "auroc_image_ci_low", "auroc_image_ci_high",
-    "auroc_boot_ci_low", "auroc_boot_ci_high", "auroc_patient_weighted",
-    "average_precision", "sensitivity", "specificity", "ppv", "npv", "prevalence",
-    "balanced_accuracy", "brier", "ece", "threshold", "n", "n_patients", "n_positive",
+    "auroc",
+    "auroc_ci_low",
+    "auroc_ci_high",
+    "auroc_image_ci_low",
+    "auroc_image_ci_high",
+    "auroc_boot_ci_low",
+    "auroc_boot_ci_high",
+    "auroc_patient_weighted",
+    "average_precision",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "prevalence",
+    "balanced_accuracy",
+    "brier",
+    "ece",
+    "threshold",
+    "n",
+    "n_patients",
+    "n_positive",
 )
 DOMINANT_PATIENT_SHARE = 0.10  # a patient holding more of a split's images is noted
-AUROC_METHOD = (
-    "patient-level: envelope of the clustered DeLong (Obuchowski 1997) and patient bootstrap "
-    "intervals"
-)
+AUROC_METHOD = "patient-level: envelope of the clustered DeLong (Obuchowski 1997) and patient bootstrap intervals"
 COMPARISON_METHOD = (
-    "paired, patient-level: envelope of the clustered DeLong (Obuchowski 1997) and paired patient "
-    "bootstrap intervals"
+    "paired, patient-level: envelope of the clustered DeLong (Obuchowski 1997) and paired patient bootstrap intervals"
 )
 COMPARISON_METHOD_MULTICLASS = "paired clustered DeLong (Obuchowski 1997), patients as clusters"
 
@@ -140,9 +153,7 @@ def check_manifest(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return m.set_index("row", drop=False)
 
 
-def check_predictions(
-    name: str, df: pd.DataFrame, manifest: pd.DataFrame, classes: list[str]
-) -> pd.DataFrame:
+def check_predictions(name: str, df: pd.DataFrame, manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """One path's predictions joined to the manifest; every contract breach is an error."""
     prob_cols = [f"prob_{c}" for c in classes]
     missing = [c for c in ("row", "split", "label", *prob_cols) if c not in df.columns]
@@ -194,7 +205,7 @@ def split_rows(df: pd.DataFrame, key: str) -> pd.DataFrame:
     """The rows of an evaluated split: ``test``, or ``external/<name>`` (split ``external`` and
     manifest ``source`` = the set's name)."""
     if key.startswith(EXTERNAL_PREFIX):
-        name = key[len(EXTERNAL_PREFIX):]
+        name = key[len(EXTERNAL_PREFIX) :]
         return df[(df["split"] == "external") & (df["source"].astype(str) == name)]
     return df[df["split"] == key]
 
@@ -255,9 +266,7 @@ def _operating_point(task: _Task, val: pd.DataFrame, params: Params) -> dict[str
     return block
 
 
-def _split_block(
-    task: _Task, df: pd.DataFrame, threshold: float | None, params: Params
-) -> dict[str, Any]:
+def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params: Params) -> dict[str, Any]:
     ev = params.evaluate
     y, probs = task.arrays(df)
     patients = df["patient"].to_numpy()
@@ -273,21 +282,34 @@ def _split_block(
         "class_counts": {c: int((y == i).sum()) for i, c in enumerate(task.classes)},
         "n_positive": int((y == task.pos).sum()) if task.binary else None,
         "auroc": {
-            "value": head["auc"], **_envelope(head, boot), "se": _se(head["var"]),
-            "method": AUROC_METHOD, "unit": "patient",
+            "value": head["auc"],
+            **_envelope(head, boot),
+            "se": _se(head["var"]),
+            "method": AUROC_METHOD,
+            "unit": "patient",
             "clustered_delong": {"ci_low": head["ci_low"], "ci_high": head["ci_high"]},
         },
         "auroc_image": {
-            "value": image["auc"], "ci_low": image["ci_low"], "ci_high": image["ci_high"],
-            "se": _se(image["var"]), "method": "DeLong (images independent)", "unit": "image",
+            "value": image["auc"],
+            "ci_low": image["ci_low"],
+            "ci_high": image["ci_high"],
+            "se": _se(image["var"]),
+            "method": "DeLong (images independent)",
+            "unit": "image",
         },
         "auroc_patient_weighted": CL.patient_weighted_headline(y, probs, task.head_index, patients)
-        if np.isfinite(head["auc"]) else float("nan"),
+        if np.isfinite(head["auc"])
+        else float("nan"),
         "auroc_bootstrap": {
-            "value": boot["auc"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
-            "unit": "patient", "n_groups": boot["n_groups"],
-            "n_boot_requested": boot["n_boot_requested"], "n_boot": boot["n_boot"],
-            "skipped_single_class": boot["skipped_single_class"], "seed": boot["seed"],
+            "value": boot["auc"],
+            "ci_low": boot["ci_low"],
+            "ci_high": boot["ci_high"],
+            "unit": "patient",
+            "n_groups": boot["n_groups"],
+            "n_boot_requested": boot["n_boot_requested"],
+            "n_boot": boot["n_boot"],
+            "skipped_single_class": boot["skipped_single_class"],
+            "seed": boot["seed"],
         },
         "per_class": None,
         "at_threshold": None,
@@ -296,8 +318,12 @@ def _split_block(
         ovr = CL.clustered_ovr_macro(y, probs, patients, ALPHA)
         out["per_class"] = {
             c: {
-                "n_positive": int((y == i).sum()), "auroc": r["auc"], "ci_low": r["ci_low"],
-                "ci_high": r["ci_high"], "se": _se(r["var"]), "unit": "patient",
+                "n_positive": int((y == i).sum()),
+                "auroc": r["auc"],
+                "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"],
+                "se": _se(r["var"]),
+                "unit": "patient",
                 "average_precision": M.average_precision(y == i, probs[:, i]),
             }
             for i, (c, r) in enumerate(zip(task.classes, ovr["per_class"], strict=True))
@@ -324,8 +350,15 @@ def _split_block(
         "view": df["view"].to_numpy(dtype=object),
     }
     out["subgroups"] = CL.subgroup_table(
-        y, probs, attributes, patients, task.classes, task.pos, ev.min_subgroup_size,
-        ev.min_subgroup_patients, ALPHA,
+        y,
+        probs,
+        attributes,
+        patients,
+        task.classes,
+        task.pos,
+        ev.min_subgroup_size,
+        ev.min_subgroup_patients,
+        ALPHA,
     )
     return out
 
@@ -342,9 +375,7 @@ def separation(ci_low: float, ci_high: float, a: str = "a", b: str = "b") -> str
     return "not separated"
 
 
-def _comparisons(
-    task: _Task, joined: Mapping[str, pd.DataFrame], split: str, params: Params
-) -> list[dict]:
+def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str, params: Params) -> list[dict]:
     rows = []
     for a, b in itertools.combinations(list(joined), 2):
         da = split_rows(joined[a], split)
@@ -357,25 +388,34 @@ def _comparisons(
         patients = both["patient"].to_numpy()
         if task.k == 2:
             i = task.head_index
-            cmp = CL.paired_comparison(y == i, pa[:, i], pb[:, i], patients,
-                                       params.evaluate.bootstrap_samples, params.seed, ALPHA)
+            cmp = CL.paired_comparison(
+                y == i, pa[:, i], pb[:, i], patients, params.evaluate.bootstrap_samples, params.seed, ALPHA
+            )
             diff, lo, hi, p = cmp["difference"], cmp["ci_low"], cmp["ci_high"], cmp["p_value"]
             method = COMPARISON_METHOD
         else:  # macro one-vs-rest: clustered DeLong only
             diff, lo, hi, p = CL.headline_paired_test(y, pa, pb, task.head_index, patients, ALPHA)
             cmp = {"clustered_delong": {"ci_low": lo, "ci_high": hi, "p_value": p}, "bootstrap": None}
             method = COMPARISON_METHOD_MULTICLASS
-        rows.append({
-            "path_a": a, "path_b": b, "n": int(len(both)),
-            "n_patients": int(len(np.unique(patients.astype(str)))),
-            "auroc_a": task.headline_image(y, pa)["auc"],
-            "auroc_b": task.headline_image(y, pb)["auc"],
-            "difference": diff, "ci_low": lo, "ci_high": hi, "p_value": p,
-            "method": method, "unit": "patient",
-            "verdict": separation(lo, hi, a, b),
-            "clustered_delong": cmp["clustered_delong"],
-            "bootstrap": cmp["bootstrap"],
-        })
+        rows.append(
+            {
+                "path_a": a,
+                "path_b": b,
+                "n": int(len(both)),
+                "n_patients": int(len(np.unique(patients.astype(str)))),
+                "auroc_a": task.headline_image(y, pa)["auc"],
+                "auroc_b": task.headline_image(y, pb)["auc"],
+                "difference": diff,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_value": p,
+                "method": method,
+                "unit": "patient",
+                "verdict": separation(lo, hi, a, b),
+                "clustered_delong": cmp["clustered_delong"],
+                "bootstrap": cmp["bootstrap"],
+            }
+        )
     return rows
 
 
@@ -476,9 +516,7 @@ def evaluate_predictions(
     task = _Task(params)
     ev = params.evaluate
     man = check_manifest(manifest, task.classes)
-    order = [p for p in paths.PATHS if p in predictions] + sorted(
-        p for p in predictions if p not in paths.PATHS
-    )
+    order = [p for p in paths.PATHS if p in predictions] + sorted(p for p in predictions if p not in paths.PATHS)
     joined = {name: check_predictions(name, predictions[name], man, task.classes) for name in order}
     first = order[0]
     for name in order[1:]:

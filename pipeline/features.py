@@ -88,9 +88,7 @@ def extract_features(
     if augmented is None:
         augmented = np.empty((0, size, size), dtype=np.float16)
     if len(augmented) and augmented.shape[1:] != images.shape[1:]:
-        raise ValueError(
-            f"augmented views have shape {augmented.shape[1:]}, the store {images.shape[1:]}"
-        )
+        raise ValueError(f"augmented views have shape {augmented.shape[1:]}, the store {images.shape[1:]}")
     feats, s1 = embed(model, images, batch_size, device, desc="features: images")
     aug_feats, s2 = embed(model, augmented, batch_size, device, desc="features: augmented")
     n_total, secs = s1.n_images + s2.n_images, s1.seconds + s2.seconds
@@ -108,7 +106,12 @@ def extract_features(
     # diagnose depend on, and a wall time would make them rerun after every identical re-embedding.
     log.info(
         "embedded %d images + %d augmented views -> D=%d in %.1f s (%.1f img/s, %s, %d threads)",
-        s1.n_images, s2.n_images, model.num_features, secs, n_total / secs if secs > 0 else 0.0,
-        device, threads,
+        s1.n_images,
+        s2.n_images,
+        model.num_features,
+        secs,
+        n_total / secs if secs > 0 else 0.0,
+        device,
+        threads,
     )
     return feats, aug_feats, info

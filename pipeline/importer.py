@@ -39,9 +39,9 @@ import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    UID,
     SecondaryCaptureImageStorage,
 )
 
@@ -83,8 +83,7 @@ def read_grey_png(path: Path) -> np.ndarray:
         if mode in ("LA", "RGBA") and not np.all(arr[..., -1] == np.iinfo(arr.dtype).max):
             raise ConversionError(f"{path}: transparent pixels (alpha < max); cannot read as grey")
         if channels.shape[-1] == 3 and not (
-            np.array_equal(channels[..., 0], channels[..., 1])
-            and np.array_equal(channels[..., 0], channels[..., 2])
+            np.array_equal(channels[..., 0], channels[..., 1]) and np.array_equal(channels[..., 0], channels[..., 2])
         ):
             raise ConversionError(f"{path}: a colour image (R, G, B differ), not a grey radiograph")
         return np.ascontiguousarray(channels[..., 0])
@@ -282,26 +281,41 @@ def import_images(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.importer", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m pipeline.importer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images-dir", required=True, type=Path, help="folder the CSV's file paths are relative to")
     parser.add_argument("--labels", required=True, type=Path, help="CSV: file, label [, patient_id, sex, age, view]")
     parser.add_argument("--out", required=True, type=Path, help="output folder for the DICOM files")
-    parser.add_argument("--labels-out", type=Path, default=None,
-                        help="where to write the labels CSV (default OUT/labels.csv); its file column is relative to OUT")
+    parser.add_argument(
+        "--labels-out",
+        type=Path,
+        default=None,
+        help="where to write the labels CSV (default OUT/labels.csv); its file column is relative to OUT",
+    )
     parser.add_argument("--modality", default="DX", help="DICOM Modality to record (default DX)")
-    parser.add_argument("--map-label", action="append", default=[], metavar="OLD=NEW",
-                        help="rename a label (repeatable), e.g. pneumonia=abnormal")
-    parser.add_argument("--default-view", default=None,
-                        help="ViewPosition for rows without a view value (e.g. AP when the source documents it)")
+    parser.add_argument(
+        "--map-label",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="rename a label (repeatable), e.g. pneumonia=abnormal",
+    )
+    parser.add_argument(
+        "--default-view",
+        default=None,
+        help="ViewPosition for rows without a view value (e.g. AP when the source documents it)",
+    )
     parser.add_argument("--body-part", default="CHEST", help="BodyPartExamined (default CHEST; empty to omit)")
     args = parser.parse_args(argv)
     try:
         labels = import_images(
-            args.images_dir, args.labels, args.out, modality=args.modality.upper(),
-            label_map=parse_label_map(args.map_label), default_view=args.default_view,
-            body_part=args.body_part, labels_out=args.labels_out,
+            args.images_dir,
+            args.labels,
+            args.out,
+            modality=args.modality.upper(),
+            label_map=parse_label_map(args.map_label),
+            default_view=args.default_view,
+            body_part=args.body_part,
+            labels_out=args.labels_out,
         )
     except (ConversionError, OSError) as err:
         print(f"importer: {err}", file=sys.stderr)
@@ -316,5 +330,11 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "ConversionError", "import_images", "jpeg_info", "main", "parse_label_map", "read_grey_png", "to_dicom",
+    "ConversionError",
+    "import_images",
+    "jpeg_info",
+    "main",
+    "parse_label_map",
+    "read_grey_png",
+    "to_dicom",
 ]

@@ -45,7 +45,7 @@ from pipeline import dicom
 from pipeline.common import get_logger, progress, write_csv
 from pipeline.contracts import IngestReport, write_contract
 from pipeline.errors import StageError
-from pipeline.params import REPO_ROOT, Params, resolve_path
+from pipeline.params import REPO_ROOT, Params
 from pipeline.store import StoreWriter
 
 log = get_logger("ingest")
@@ -73,8 +73,21 @@ REASONS: dict[str, str] = {**dicom.DECODE_REASONS, **INGEST_REASONS}
 
 #: Manifest columns, in order (DESIGN.md "Manifest").
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "row", "file", "source", "patient", "label", "sex", "age", "view", "modality", "rows",
-    "columns", "bits_stored", "photometric", "transfer_syntax", "sha256",
+    "row",
+    "file",
+    "source",
+    "patient",
+    "label",
+    "sex",
+    "age",
+    "view",
+    "modality",
+    "rows",
+    "columns",
+    "bits_stored",
+    "photometric",
+    "transfer_syntax",
+    "sha256",
 )
 
 
@@ -83,6 +96,7 @@ class IngestError(StageError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------- resizing
+
 
 def _block_mean(img: np.ndarray, k: int, axis: int) -> np.ndarray:
     """Means of consecutive blocks of ``k`` rows (axis 0) or columns (axis 1); a last, partial
@@ -137,7 +151,7 @@ def area_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}")
     H, W = img.shape
-    if (H, W) == (h, w):
+    if (h, w) == (H, W):
         return img.astype(np.float32)
     if H // h < 2 and W // w < 2:  # no block step: work in float32 from here
         img = img.astype(np.float32)
@@ -203,6 +217,7 @@ def fit_square(image: np.ndarray, size: int, fit: str = "pad") -> np.ndarray:
 
 # ----------------------------------------------------------------------------- labels and files
 
+
 def pseudonym(salt: str, patient_id: str) -> str:
     """First 16 hex digits of sha256(salt + PatientID): stable per patient, not reversible
     without the salt."""
@@ -249,7 +264,7 @@ def read_labels(csv_path: str | Path) -> Labels:
     seen_pairs: set[tuple[str, str]] = set()
     ambiguous: dict[str, set[str]] = {}
     out = Labels(labels={})
-    for i, (file, label) in enumerate(zip(df["file"], df["label"]), start=2):
+    for i, (file, label) in enumerate(zip(df["file"], df["label"], strict=False), start=2):
         rel, lab = _norm_rel(file), str(label).strip()
         if not rel:
             out.empty_file_rows.append(i)
@@ -293,6 +308,7 @@ def list_files(root: str | Path, exclude: Iterable[str | Path] = ()) -> tuple[li
 
 
 # ----------------------------------------------------------------------------- the worker
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -422,8 +438,9 @@ def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterato
     ``ingest.file_timeout_s`` is ``decode_timeout``; no other file's result is lost."""
     from pipeline.isolation import Crashed, TimedOut, run_isolated
 
-    results = run_isolated(tasks, process_file, workers=workers, timeout_s=config.timeout_s,
-                           initializer=_init_worker, initargs=(config,))
+    results = run_isolated(
+        tasks, process_file, workers=workers, timeout_s=config.timeout_s, initializer=_init_worker, initargs=(config,)
+    )
     for task, out in zip(tasks, results, strict=True):
         if isinstance(out, Crashed):
             yield Outcome(task.index, DECODER_CRASHED, detail=f"exit code {out.exitcode}, {out.attempts} attempts")
@@ -434,6 +451,7 @@ def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterato
 
 
 # ----------------------------------------------------------------------------- accounting
+
 
 @dataclass
 class SourceSpec:
@@ -559,15 +577,21 @@ def ingest(
         size=ing.size,
         fit=ing.fit,
         options=dicom.DecodeOptions(
-            apply_voi_lut=ing.apply_voi_lut, modalities=tuple(ing.modalities), min_size=ing.min_size,
+            apply_voi_lut=ing.apply_voi_lut,
+            modalities=tuple(ing.modalities),
+            min_size=ing.min_size,
             max_pixels=ing.max_pixels,
         ),
         salt=ing.pseudonym_salt,
         timeout_s=ing.file_timeout_s,
     )
     n_workers = max(1, min(n_workers, len(tasks)))
-    log.info("%d files (%s), %d worker(s)", len(tasks),
-             ", ".join(f"{a.spec.name}: {len(a.files)}" for a in accounts), n_workers)
+    log.info(
+        "%d files (%s), %d worker(s)",
+        len(tasks),
+        ", ".join(f"{a.spec.name}: {len(a.files)}" for a in accounts),
+        n_workers,
+    )
 
     rows: list[dict[str, Any]] = []
     details: list[tuple[str, str, str, str]] = []  # (set, file, reason, where) for the log file
@@ -612,14 +636,18 @@ def ingest(
     accepted = sum(a.accepted for a in accounts)
     n_stored = int(np.load(store_path, mmap_mode="r").shape[0])
     if not accepted == len(manifest) == n_stored:
-        raise IngestError(f"accounting is off: {accepted} accepted, {len(manifest)} manifest rows, "
-                          f"{n_stored} stored images")
+        raise IngestError(
+            f"accounting is off: {accepted} accepted, {len(manifest)} manifest rows, {n_stored} stored images"
+        )
     write_contract(report_path, IngestReport, report)
     _write_log(Path(report_path).with_suffix(".log"), details)
     summary = Counter(r.split(":", 1)[0] for _, _, r, _ in details)
     if summary:
-        log.info("rejected by reason: %s (one line per file in %s)", dict(sorted(summary.items())),
-                 Path(report_path).with_suffix(".log").name)
+        log.info(
+            "rejected by reason: %s (one line per file in %s)",
+            dict(sorted(summary.items())),
+            Path(report_path).with_suffix(".log").name,
+        )
     return report
 
 
@@ -639,8 +667,9 @@ def _syntax_name(uid: str) -> str:
     return name or uid or "unknown"
 
 
-def _report(accounts: list[_Account], ing: Any, workers: int, start: float, n_rows: int,
-            store_path: str | Path) -> dict[str, Any]:
+def _report(
+    accounts: list[_Account], ing: Any, workers: int, start: float, n_rows: int, store_path: str | Path
+) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     seen = sum(len(a.files) for a in accounts)
     report = accounts[0].report()
@@ -652,8 +681,11 @@ def _report(accounts: list[_Account], ing: Any, workers: int, start: float, n_ro
         report["external"][acc.spec.name] = block
     report["store"] = {"rows": n_rows, "size": ing.size, "dtype": "float16"}
     report["settings"] = {
-        "size": ing.size, "fit": ing.fit, "apply_voi_lut": ing.apply_voi_lut,
-        "min_size": ing.min_size, "modalities": list(ing.modalities),
+        "size": ing.size,
+        "fit": ing.fit,
+        "apply_voi_lut": ing.apply_voi_lut,
+        "min_size": ing.min_size,
+        "modalities": list(ing.modalities),
     }
     report["timing"] = {
         "seconds": round(seconds, 3),

@@ -87,9 +87,14 @@ def architecture(model: ClassifierModel, image_size: int) -> dict[str, Any]:
 
     owner = _param_group(model)
     outputs = group_outputs(model, image_size)
-    stats = torchinfo.summary(model, input_size=(1, 1, image_size, image_size), depth=64, verbose=0,
-                              col_names=("output_size", "num_params", "mult_adds"),
-                              device=_device(model))
+    stats = torchinfo.summary(
+        model,
+        input_size=(1, 1, image_size, image_size),
+        depth=64,
+        verbose=0,
+        col_names=("output_size", "num_params", "mult_adds"),
+        device=_device(model),
+    )
     shape_of = {id(li.module): list(li.output_size) for li in stats.summary_list}
     macs = dict.fromkeys(outputs, 0)
     for li in stats.summary_list:
@@ -99,38 +104,58 @@ def architecture(model: ClassifierModel, image_size: int) -> dict[str, Any]:
                 macs[g] += int(li.macs)
     groups: list[dict[str, Any]] = []
     for i, (name, ps) in enumerate(model.layer_groups):
-        groups.append({
-            "index": i, "name": name,
-            "output_shape": shape_of[id(outputs[name])],
-            "n_params": int(sum(p.numel() for p in ps)),
-            "mult_adds": macs[name],
-        })
+        groups.append(
+            {
+                "index": i,
+                "name": name,
+                "output_shape": shape_of[id(outputs[name])],
+                "n_params": int(sum(p.numel() for p in ps)),
+                "mult_adds": macs[name],
+            }
+        )
     total = int(sum(g["n_params"] for g in groups))
     if total != int(stats.total_params):
         raise AssertionError(f"layer groups hold {total} parameters, torchinfo counts {stats.total_params}")
-    return {"backbone": model.backbone_name, "input_shape": [1, 1, image_size, image_size],
-            "groups": groups, "total_params": total, "total_mult_adds": int(stats.total_mult_adds),
-            "summary_library": f"torchinfo {torchinfo.__version__}"}
+    return {
+        "backbone": model.backbone_name,
+        "input_shape": [1, 1, image_size, image_size],
+        "groups": groups,
+        "total_params": total,
+        "total_mult_adds": int(stats.total_mult_adds),
+        "summary_library": f"torchinfo {torchinfo.__version__}",
+    }
 
 
 def training_plans(model: ClassifierModel, params: Params) -> dict[str, Any]:
     """Per path: every layer group with ``trains`` and ``lr`` (None when frozen), plus a note."""
+
     def rows(kind: str) -> list[dict[str, Any]]:
-        return [{"group": g.name, "trains": g.trainable, "lr": g.lr if g.trainable else None}
-                for g in plan_groups(model, kind, params)]
+        return [
+            {"group": g.name, "trains": g.trainable, "lr": g.lr if g.trainable else None}
+            for g in plan_groups(model, kind, params)
+        ]
 
     ft = params.finetune
     linear = [{"group": name, "trains": False, "lr": None} for name, _ in model.layer_groups]
     return {
-        "linear": {"groups": linear, "note": "every group frozen; a logistic regression (C by "
-                   "patient-grouped CV, no learning rate) is fitted on the pooled features instead "
-                   "of the head"},
-        "finetune": {"groups": rows("finetune"), "note": (
-            f"pretrained weights; tiered rates 10^-p for p in lr_powers {list(ft.lr_powers)}, "
-            f"boundaries {ft.lr_boundaries}; unfreeze_last_n {ft.unfreeze_last_n}; the first "
-            f"{ft.warmup_epochs} epoch(s) train the head alone")},
-        "scratch": {"groups": rows("scratch"), "note": "random initialisation, every group at "
-                    f"scratch.lr = {params.scratch.lr}"},
+        "linear": {
+            "groups": linear,
+            "note": "every group frozen; a logistic regression (C by "
+            "patient-grouped CV, no learning rate) is fitted on the pooled features instead "
+            "of the head",
+        },
+        "finetune": {
+            "groups": rows("finetune"),
+            "note": (
+                f"pretrained weights; tiered rates 10^-p for p in lr_powers {list(ft.lr_powers)}, "
+                f"boundaries {ft.lr_boundaries}; unfreeze_last_n {ft.unfreeze_last_n}; the first "
+                f"{ft.warmup_epochs} epoch(s) train the head alone"
+            ),
+        },
+        "scratch": {
+            "groups": rows("scratch"),
+            "note": f"random initialisation, every group at scratch.lr = {params.scratch.lr}",
+        },
     }
 
 
@@ -162,15 +187,16 @@ class Taps:
 
 
 @torch.inference_mode()
-def channel_means(model: ClassifierModel, images: np.ndarray, modules: dict[str, nn.Module],
-                  batch_size: int) -> dict[str, np.ndarray]:
+def channel_means(
+    model: ClassifierModel, images: np.ndarray, modules: dict[str, nn.Module], batch_size: int
+) -> dict[str, np.ndarray]:
     """``{name: (N, C)}`` spatial mean of each channel of each module's output, per image."""
     model.eval()
     device = _device(model)
     parts: dict[str, list[np.ndarray]] = {n: [] for n in modules}
     with Taps(modules) as taps:
         for start in range(0, len(images), batch_size):
-            model(images_to_tensor(images[start:start + batch_size], device))
+            model(images_to_tensor(images[start : start + batch_size], device))
             for n in modules:
                 parts[n].append(taps[n].float().mean(dim=(2, 3)).cpu().numpy())
     return {n: np.concatenate(v) for n, v in parts.items()}
@@ -203,8 +229,9 @@ def frozen(model: M) -> M:
     return model
 
 
-def unit_activation(model: ClassifierModel, module: nn.Module, channel: int | Sequence[int],
-                    x: torch.Tensor) -> torch.Tensor:
+def unit_activation(
+    model: ClassifierModel, module: nn.Module, channel: int | Sequence[int], x: torch.Tensor
+) -> torch.Tensor:
     """``(B,)`` mean activation of ``channel`` in ``module``'s output; a sequence of B channels
     gives image i the activation of channel i (one batch for several units)."""
     with Taps({"u": module}) as taps:
@@ -220,8 +247,17 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def maximise_units(model: ClassifierModel, module: nn.Module, channels: Sequence[int], size: int,
-                   steps: int, lr: float, l2: float, blur_every: int, seeds: Sequence[int]) -> list[Maximised]:
+def maximise_units(
+    model: ClassifierModel,
+    module: nn.Module,
+    channels: Sequence[int],
+    size: int,
+    steps: int,
+    lr: float,
+    l2: float,
+    blur_every: int,
+    seeds: Sequence[int],
+) -> list[Maximised]:
     """Gradient ascent on the input to raise each channel's mean activation in ``module``'s output.
 
     Image i starts from mid-grey plus N(0, 0.05) noise drawn from ``seeds[i]``; Adam on
@@ -234,8 +270,16 @@ def maximise_units(model: ClassifierModel, module: nn.Module, channels: Sequence
         raise ValueError("one seed per channel")
     model = frozen(model)
     device = _device(model)
-    x0 = torch.cat([(0.5 + 0.05 * torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(int(s))))
-                    for s in seeds]).clamp(0, 1).to(device)
+    x0 = (
+        torch.cat(
+            [
+                (0.5 + 0.05 * torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(int(s))))
+                for s in seeds
+            ]
+        )
+        .clamp(0, 1)
+        .to(device)
+    )
     x = x0.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     history: list[np.ndarray] = []
@@ -257,12 +301,28 @@ def maximise_units(model: ClassifierModel, module: nn.Module, channels: Sequence
                 x.copy_(_blur(x))
             x.clamp_(0, 1)
     hist = np.stack(history, axis=1)
-    return [Maximised(best_x[i, 0].cpu().numpy().astype(np.float32), float(hist[i, 0]), float(best[i]),
-                      [float(v) for v in hist[i]]) for i in range(len(channels))]
+    return [
+        Maximised(
+            best_x[i, 0].cpu().numpy().astype(np.float32),
+            float(hist[i, 0]),
+            float(best[i]),
+            [float(v) for v in hist[i]],
+        )
+        for i in range(len(channels))
+    ]
 
 
-def maximise_unit(model: ClassifierModel, module: nn.Module, channel: int, size: int, steps: int,
-                  lr: float, l2: float, blur_every: int, seed: int) -> Maximised:
+def maximise_unit(
+    model: ClassifierModel,
+    module: nn.Module,
+    channel: int,
+    size: int,
+    steps: int,
+    lr: float,
+    l2: float,
+    blur_every: int,
+    seed: int,
+) -> Maximised:
     """:func:`maximise_units` for one channel."""
     return maximise_units(model, module, [channel], size, steps, lr, l2, blur_every, [seed])[0]
 
@@ -301,8 +361,9 @@ def module_name(model: nn.Module, module: nn.Module) -> str:
     raise KeyError("module is not part of the model")
 
 
-def guided_backprop(model: ClassifierModel, module: nn.Module, channel: int,
-                    images: np.ndarray, method: str = "guided_backprop") -> np.ndarray:
+def guided_backprop(
+    model: ClassifierModel, module: nn.Module, channel: int, images: np.ndarray, method: str = "guided_backprop"
+) -> np.ndarray:
     """``(B, S, S)`` captum GuidedBackprop (or ``deconvolution``) of the unit's mean activation."""
     import warnings
 

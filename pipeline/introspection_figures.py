@@ -38,8 +38,12 @@ def plot_filters(filters: Mapping[str, np.ndarray], path: Path) -> Path:
     n = len(next(iter(filters.values())))
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols * len(filters) + len(filters) - 1,
-                             figsize=(0.45 * (cols * len(filters) + 1), 0.45 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        cols * len(filters) + len(filters) - 1,
+        figsize=(0.45 * (cols * len(filters) + 1), 0.45 * rows + 0.6),
+        squeeze=False,
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for m, (name, w) in enumerate(filters.items()):
@@ -82,8 +86,7 @@ def plot_units(group: str, units: Sequence[Mapping[str, Any]], path: Path) -> Pa
     the guided-backprop reconstruction of the top image."""
     k = len(units[0]["before"]["top_images"])
     per = k + 2
-    fig, axes = plt.subplots(len(units), per * 2, figsize=(1.1 * per * 2, 1.25 * len(units) + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(units), per * 2, figsize=(1.1 * per * 2, 1.25 * len(units) + 0.4), squeeze=False)
     for r, u in enumerate(units):
         for m, model in enumerate(MODELS):
             d = u[model]
@@ -100,6 +103,9 @@ def plot_units(group: str, units: Sequence[Mapping[str, Any]], path: Path) -> Pa
         axes[r, 0].set_ylabel(f"ch {u['channel']}", fontsize=7)
         for ax in axes[r]:
             _off(ax)
-    fig.suptitle(f"{group}: top-{k} training radiographs (mean activation), activation maximisation, "
-                 "guided backprop; left pretrained, right fine-tuned", fontsize=8)
+    fig.suptitle(
+        f"{group}: top-{k} training radiographs (mean activation), activation maximisation, "
+        "guided backprop; left pretrained, right fine-tuned",
+        fontsize=8,
+    )
     return _save(fig, path)

@@ -16,6 +16,7 @@ result not yet returned, so memory stays bounded by the window, never by the num
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
 from collections import deque
@@ -45,8 +46,9 @@ class TimedOut:
     seconds: float
 
 
-def _worker_main(conn: Connection, func: Callable[[Any], Any], init: Callable[..., None] | None,
-                 initargs: tuple[Any, ...]) -> None:
+def _worker_main(
+    conn: Connection, func: Callable[[Any], Any], init: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
     if init is not None:
         init(*initargs)
     while True:
@@ -61,8 +63,9 @@ def _worker_main(conn: Connection, func: Callable[[Any], Any], init: Callable[..
 
 
 class _Worker:
-    def __init__(self, ctx: Any, func: Callable[[Any], Any], init: Callable[..., None] | None,
-                 initargs: tuple[Any, ...]) -> None:
+    def __init__(
+        self, ctx: Any, func: Callable[[Any], Any], init: Callable[..., None] | None, initargs: tuple[Any, ...]
+    ) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child, func, init, initargs), daemon=True)
         self.process.start()
@@ -93,10 +96,8 @@ class _Worker:
         self.conn.close()
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
         self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()

@@ -155,9 +155,7 @@ def fit_linear(
         raise ValueError("features contain NaN or inf")
     n_classes = int(y.max()) + 1 if y.size else 0
     if not np.array_equal(np.unique(y), np.arange(n_classes)) or n_classes < 2:
-        raise ValueError(
-            f"training labels must cover every class index 0..K-1 (K >= 2), got {np.unique(y).tolist()}"
-        )
+        raise ValueError(f"training labels must cover every class index 0..K-1 (K >= 2), got {np.unique(y).tolist()}")
 
     splits, notes = make_cv_splits(y, groups, cfg.cv_folds, seed, is_augmented)
     # Ascending grid: GridSearchCV keeps the first of tied C values, i.e. the strongest
@@ -192,6 +190,7 @@ def fit_linear(
             res["mean_train_score"],
             res["mean_test_score"],
             res["std_test_score"],
+            strict=True,
         )
     ]
     best = search.best_estimator_
@@ -201,9 +200,11 @@ def fit_linear(
         if best_C == min(cfg.C_grid):
             # As C -> 0 the L2 solution's direction tends to the (standardised, class-weighted)
             # class-mean difference, so the ranking, and the AUROC, change little below this.
-            note = (f"the chosen C = {best_C:g} is the smallest value of linear.C_grid (strongest "
-                    "regularisation; smaller C tends to the class-mean-difference direction): "
-                    "consider extending the grid")
+            note = (
+                f"the chosen C = {best_C:g} is the smallest value of linear.C_grid (strongest "
+                "regularisation; smaller C tends to the class-mean-difference direction): "
+                "consider extending the grid"
+            )
         else:
             note = f"the chosen C = {best_C:g} is the largest value of linear.C_grid: consider extending the grid"
         log.warning(note)
@@ -258,7 +259,7 @@ class TrainingSet:
 
 
 def build_training_set(
-    dataset: "Dataset",
+    dataset: Dataset,
     features: np.ndarray,
     aug_features: np.ndarray | None,
     aug_index: pd.DataFrame | None,
@@ -274,8 +275,7 @@ def build_training_set(
     train_rows = np.asarray(train_rows, dtype=np.int64)
     if len(features) != len(dataset.manifest):
         raise ValueError(
-            f"features have {len(features)} rows but the manifest {len(dataset.manifest)}; "
-            "rerun the features stage"
+            f"features have {len(features)} rows but the manifest {len(dataset.manifest)}; rerun the features stage"
         )
     labels = dataset.labels()
     X_parts = [np.asarray(features[train_rows], dtype=np.float64)]
@@ -323,22 +323,20 @@ def load_linear_inputs(root: Path) -> dict[str, Any]:
     root = Path(root)
     features = np.load(root / paths.FEATURES, mmap_mode="r")
     info = read_contract(root / paths.FEATURES_INFO, FeaturesInfo)
-    if info.D != int(features.shape[1]):
+    if int(features.shape[1]) != info.D:
         raise ValueError(
             f"{paths.FEATURES} has D={features.shape[1]} but {paths.FEATURES_INFO} says "
             f"{info.D}; rerun the features stage"
         )
     aug_index = pd.read_csv(root / paths.AUGMENTED_INDEX, dtype="int64")
     if list(aug_index.columns) != list(INDEX_COLUMNS):
-        raise ValueError(
-            f"{paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {list(INDEX_COLUMNS)}"
-        )
+        raise ValueError(f"{paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {list(INDEX_COLUMNS)}")
     aug_features = np.load(root / paths.AUGMENTED_FEATURES, mmap_mode="r")
     return {"features": features, "aug_features": aug_features, "aug_index": aug_index, "info": info}
 
 
 def fit_predict_linear(
-    dataset: "Dataset",
+    dataset: Dataset,
     features: np.ndarray,
     aug_features: np.ndarray | None,
     aug_index: pd.DataFrame | None,
@@ -348,15 +346,11 @@ def fit_predict_linear(
 ) -> tuple[np.ndarray, list[dict[str, float]], float]:
     """Fit on ``train_rows`` (+ their augmented views when ``linear.use_augmented``), predict
     ``predict_rows``. Used by the learning-curve diagnostics; returns (probs, cv_table, best_C)."""
-    ts = build_training_set(
-        dataset, features, aug_features, aug_index, train_rows, params.linear.use_augmented
-    )
+    ts = build_training_set(dataset, features, aug_features, aug_index, train_rows, params.linear.use_augmented)
     n_classes = len(dataset.classes)
     missing = sorted(set(range(n_classes)) - set(ts.y.tolist()))
     if missing:
-        raise ValueError(
-            f"training rows hold no image of class(es) {[dataset.classes[i] for i in missing]}"
-        )
+        raise ValueError(f"training rows hold no image of class(es) {[dataset.classes[i] for i in missing]}")
     model, cv_table = fit_linear(ts.X, ts.y, ts.groups, params.linear, params.seed, ts.is_augmented)
     probs = predict_linear(model, np.asarray(features[np.asarray(predict_rows, dtype=np.int64)]))
     return probs, cv_table, model.cv_info_.best_C

@@ -67,12 +67,17 @@ def log_evidence(alpha: float, beta: float, features: np.ndarray, y: np.ndarray)
     return _log_evidence(alpha, beta, s, u.T @ y, float(y @ y - (u.T @ y) @ (u.T @ y)), *f.shape)
 
 
-def _log_evidence(alpha: float, beta: float, s: np.ndarray, z: np.ndarray, r0: float,
-                  n: int, d: int) -> float:
+def _log_evidence(alpha: float, beta: float, s: np.ndarray, z: np.ndarray, r0: float, n: int, d: int) -> float:
     mm, res, _ = _terms(alpha, beta, s, z, r0)
     logdet = float(np.sum(np.log(alpha + beta * s)) + (d - len(s)) * np.log(alpha))
-    return (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
-            - beta / 2 * res - alpha / 2 * mm - logdet / 2)
+    return (
+        d / 2 * np.log(alpha)
+        + n / 2 * np.log(beta)
+        - n / 2 * np.log(2 * np.pi)
+        - beta / 2 * res
+        - alpha / 2 * mm
+        - logdet / 2
+    )
 
 
 def _maximise(s: np.ndarray, z: np.ndarray, r0: float, n: int, d: int) -> Evidence:

@@ -91,9 +91,7 @@ def _wald(value: float, var: float, z: float, clip: bool = True) -> tuple[float,
     return float(lo), float(hi)
 
 
-def delong_auc_ci(
-    y: np.ndarray, score: np.ndarray, alpha: float = 0.05
-) -> tuple[float, float, float, float]:
+def delong_auc_ci(y: np.ndarray, score: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
     """AUROC with its DeLong Wald interval: ``(auc, ci_low, ci_high, variance)``.
 
     The interval is ``auc ± z·sqrt(var)`` clipped to [0, 1]; NaN when a class has < 2 cases.
@@ -211,13 +209,17 @@ def ovr_auc_ci(y_int: np.ndarray, probs: np.ndarray, alpha: float = 0.05) -> dic
     for j in range(k):
         lo, hi = _wald(aucs[j], cov[j, j], z)
         per.append(
-            {"auc": float(aucs[j]), "ci_low": lo, "ci_high": hi, "var": float(cov[j, j]),
-             "n_positive": int((y_int == j).sum())}
+            {
+                "auc": float(aucs[j]),
+                "ci_low": lo,
+                "ci_high": hi,
+                "var": float(cov[j, j]),
+                "n_positive": int((y_int == j).sum()),
+            }
         )
     missing = [j for j in range(k) if not 0 < (y_int == j).sum() < len(y_int)]
     if missing:
-        macro = {"auc": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                 "var": float("nan")}
+        macro = {"auc": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "var": float("nan")}
     else:
         w = np.full(k, 1.0 / k)
         auc = float(w @ aucs)
@@ -407,9 +409,7 @@ def _prop_block(k: int, n: int, alpha: float) -> dict[str, Any]:
     return {"value": v, "ci_low": lo, "ci_high": hi, "k": int(k), "n": int(n)}
 
 
-def binary_metrics_at(
-    y: np.ndarray, s: np.ndarray, threshold: float, alpha: float = 0.05
-) -> dict[str, Any]:
+def binary_metrics_at(y: np.ndarray, s: np.ndarray, threshold: float, alpha: float = 0.05) -> dict[str, Any]:
     """Confusion matrix and threshold metrics with Wilson 95% intervals at a fixed threshold."""
     y = _as_binary(y)
     pred = np.asarray(s, dtype=np.float64) >= threshold
@@ -463,8 +463,14 @@ def _reliability(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> tuple[float,
         if c:
             ece += c / n * abs(mp - fy)
         bins.append(
-            {"bin": i, "lower": float(edges[i]), "upper": float(edges[i + 1]), "count": c,
-             "mean_predicted": float(mp), "fraction_positive": float(fy)}
+            {
+                "bin": i,
+                "lower": float(edges[i]),
+                "upper": float(edges[i + 1]),
+                "count": c,
+                "mean_predicted": float(mp),
+                "fraction_positive": float(fy),
+            }
         )
     return (float(ece) if len(conf) else float("nan")), bins
 
@@ -544,9 +550,7 @@ def age_band_labels(age: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     return out
 
 
-def headline_auc_ci(
-    y_int: np.ndarray, probs: np.ndarray, positive_index: int, alpha: float = 0.05
-) -> dict[str, float]:
+def headline_auc_ci(y_int: np.ndarray, probs: np.ndarray, positive_index: int, alpha: float = 0.05) -> dict[str, float]:
     """The headline AUROC: binary (positive class) for 2 classes, macro one-vs-rest otherwise.
 
     ``{"auc", "ci_low", "ci_high", "var"}``.

@@ -41,7 +41,7 @@ class ExternalSet(_Section):
     description: str | None = None
 
     @model_validator(mode="after")
-    def _check_name(self) -> "ExternalSet":
+    def _check_name(self) -> ExternalSet:
         if not EXTERNAL_NAME.match(self.name):
             raise ValueError(f"name {self.name!r} must match [a-z0-9_-]+")
         if self.name == "internal":
@@ -82,15 +82,13 @@ class Data(_Section):
     external: Annotated[list[ExternalSet], BeforeValidator(_external_sets)] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check_classes(self) -> "Data":
+    def _check_classes(self) -> Data:
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be distinct, got {self.classes}")
         if len(self.classes) == 2 and self.positive_class is None:
             raise ValueError("positive_class is required for a binary task")
         if self.positive_class is not None and self.positive_class not in self.classes:
-            raise ValueError(
-                f"positive_class {self.positive_class!r} is not one of classes {self.classes}"
-            )
+            raise ValueError(f"positive_class {self.positive_class!r} is not one of classes {self.classes}")
         names = [e.name for e in self.external]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -133,7 +131,7 @@ class Split(_Section):
     max_patient_share: float = Field(default=0.10, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _leave_train(self) -> "Split":
+    def _leave_train(self) -> Split:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for train")
         return self
@@ -151,7 +149,7 @@ class Augment(_Section):
     preview_images: int = Field(default=6, ge=1, le=32)
 
     @model_validator(mode="after")
-    def _gamma_range(self) -> "Augment":
+    def _gamma_range(self) -> Augment:
         lo, hi = self.gamma
         if not 0 < lo <= hi:
             raise ValueError(f"gamma must be [low, high] with 0 < low <= high, got {list(self.gamma)}")
@@ -176,7 +174,7 @@ class Linear(_Section):
     use_augmented: bool = True
 
     @model_validator(mode="after")
-    def _positive_c(self) -> "Linear":
+    def _positive_c(self) -> Linear:
         bad = [c for c in self.C_grid if c <= 0]
         if bad:
             raise ValueError(f"C_grid values must be > 0, got {bad}")
@@ -203,7 +201,7 @@ class Finetune(_Section):
     warmup_epochs: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
-    def _check_tiers(self) -> "Finetune":
+    def _check_tiers(self) -> Finetune:
         bad = [p for p in self.lr_powers if p <= 0]
         if bad:
             raise ValueError(f"lr_powers are positive exponents (lr = 10^-p), got {bad}")
@@ -214,7 +212,7 @@ class Finetune(_Section):
                     f"got {self.lr_boundaries}"
                 )
             b = self.lr_boundaries
-            if any(x < 1 for x in b) or any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
+            if any(x < 1 for x in b) or any(b2 <= b1 for b1, b2 in zip(b, b[1:], strict=False)):
                 raise ValueError(f"lr_boundaries must be increasing indices >= 1, got {b}")
         return self
 
@@ -239,9 +237,9 @@ class Evaluate(_Section):
     age_bands: list[float] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _increasing_bands(self) -> "Evaluate":
+    def _increasing_bands(self) -> Evaluate:
         b = self.age_bands
-        if any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
+        if any(b2 <= b1 for b1, b2 in zip(b, b[1:], strict=False)):
             raise ValueError(f"age_bands must be increasing, got {b}")
         return self
 
@@ -257,7 +255,7 @@ class Diagnose(_Section):
     learning_curve_epochs: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "Diagnose":
+    def _check(self) -> Diagnose:
         bad = [f for f in self.fractions if not 0 < f <= 1]
         if bad:
             raise ValueError(f"fractions must be in (0, 1], got {bad}")
@@ -280,7 +278,7 @@ class Strategies(_Section):
     )
 
     @model_validator(mode="after")
-    def _distinct(self) -> "Strategies":
+    def _distinct(self) -> Strategies:
         if len(set(self.candidates)) != len(self.candidates):
             raise ValueError(f"candidates must be distinct, got {self.candidates}")
         return self

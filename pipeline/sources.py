@@ -91,17 +91,19 @@ def fingerprint(sets: list[DataSet], root: Path) -> dict[str, Any]:
             raise SourceError(f"{what}.labels_csv {s.labels_csv} ({csv}) is not a file")
         _, meta, obj = build(odb, str(folder), fs, "md5", dry_run=True, **extra)
         csv_meta, csv_hash = hash_file(str(csv), fs, "md5", **extra)
-        out.append({
-            "name": s.name,
-            "role": "external" if s.is_external else "internal",
-            "dicom_dir": s.dicom_dir,
-            "labels_csv": s.labels_csv,
-            "description": s.description,
-            "dicom_dir_md5": obj.hash_info.value,
-            "n_files": int(meta.nfiles or 0),
-            "size_bytes": int(meta.size or 0),
-            "labels_csv_md5": csv_hash.value,
-        })
+        out.append(
+            {
+                "name": s.name,
+                "role": "external" if s.is_external else "internal",
+                "dicom_dir": s.dicom_dir,
+                "labels_csv": s.labels_csv,
+                "description": s.description,
+                "dicom_dir_md5": obj.hash_info.value,
+                "n_files": int(meta.nfiles or 0),
+                "size_bytes": int(meta.size or 0),
+                "labels_csv_md5": csv_hash.value,
+            }
+        )
     return {"schema_version": 1, "hash": "md5 (DVC)", "sets": out}
 
 
@@ -120,5 +122,13 @@ def read_sources(path: Path) -> Sources:
     return read_contract(path, Sources)
 
 
-__all__ = ["DataSet", "INTERNAL", "SOURCES_FILE", "SourceError", "configured_sets", "fingerprint",
-           "read_sources", "run_sources"]
+__all__ = [
+    "DataSet",
+    "INTERNAL",
+    "SOURCES_FILE",
+    "SourceError",
+    "configured_sets",
+    "fingerprint",
+    "read_sources",
+    "run_sources",
+]

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from pipeline.errors import StageError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -172,8 +173,10 @@ def patient_shares(splits: pd.DataFrame) -> dict[str, dict[str, Any]]:
         if counts.empty:
             out[name] = {"max_patient_share": None, "max_patient_images": 0}
             continue
-        out[name] = {"max_patient_share": round(float(counts.iloc[0]) / float(counts.sum()), 4),
-                     "max_patient_images": int(counts.iloc[0])}
+        out[name] = {
+            "max_patient_share": round(float(counts.iloc[0]) / float(counts.sum()), 4),
+            "max_patient_images": int(counts.iloc[0]),
+        }
     return out
 
 
@@ -217,8 +220,6 @@ def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) 
         # Same pseudonym in both sets: the same PatientID at two sites. Reported, not fatal:
         # two hospitals may reuse an ID for different people.
         "external_patients_also_internal": len(internal_patients & external_patients),
-        "max_patient_share": {n: shares[n]["max_patient_share"] for n in SPLITS},
-        "patients_forced_to_train": len(splits.attrs.get("forced_to_train", [])),
     }
     return report
 

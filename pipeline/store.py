@@ -16,9 +16,9 @@ interrupted run never leaves a half-written store behind under the real name.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 
@@ -103,7 +103,7 @@ class StoreWriter:
             self._fh = None
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(
@@ -125,10 +125,7 @@ def open_store(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"image store {path} not found; run the ingest stage first")
     arr = np.load(path, mmap_mode="r")
     if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.dtype != DTYPE:
-        raise ValueError(
-            f"{path} is not an image store: expected (N, S, S) float16, "
-            f"got {arr.shape} {arr.dtype}"
-        )
+        raise ValueError(f"{path} is not an image store: expected (N, S, S) float16, got {arr.shape} {arr.dtype}")
     return arr
 
 

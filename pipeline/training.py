@@ -133,7 +133,10 @@ def make_optimizer(plan: list[GroupPlan], params: Params) -> torch.optim.Optimiz
     groups = [{"params": g.params, "lr": g.lr, "name": g.name} for g in plan if g.trainable]
     if tr.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=groups[-1]["lr"], momentum=tr.momentum, weight_decay=tr.weight_decay,
+            groups,
+            lr=groups[-1]["lr"],
+            momentum=tr.momentum,
+            weight_decay=tr.weight_decay,
             nesterov=tr.momentum > 0,
         )
     if tr.optimizer == "adamw":
@@ -211,9 +214,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch), 0xE90C]).generate_state(1)[0])
 
 
-def load_batch(
-    images: np.ndarray, rows: np.ndarray, transform: Any, seed: int, epoch: int
-) -> np.ndarray:
+def load_batch(images: np.ndarray, rows: np.ndarray, transform: Any, seed: int, epoch: int) -> np.ndarray:
     """(B, S, S) float32 images of ``rows``, augmented when ``transform`` is given."""
     batch = np.asarray(images[np.asarray(rows)], dtype=np.float32)
     if transform is not None:
@@ -478,10 +479,7 @@ def _describe_training(kind: str, plan: list[GroupPlan], params: Params, epochs:
     tr = params.train
     how = f"{tr.optimizer}, {tr.schedule} schedule, up to {epochs} epochs, batch {tr.batch_size}"
     if kind == "scratch":
-        return (
-            f"whole network from random initialisation, every layer group at lr "
-            f"{_fmt_lr(plan[0].lr)} ({how})"
-        )
+        return f"whole network from random initialisation, every layer group at lr {_fmt_lr(plan[0].lr)} ({how})"
     tiers: list[tuple[float, list[str]]] = []
     for g in plan:
         if g.is_head:
@@ -518,8 +516,15 @@ def _choose_monitor(kind: str, y_val: np.ndarray) -> str:
 def _fresh_state() -> dict[str, Any]:
     """The loop state that a checkpoint carries besides model/optimiser/scheduler."""
     return {
-        "epoch": 0, "history": [], "best_state": None, "best_epoch": 0, "best_score": -math.inf,
-        "bad_epochs": 0, "finished": False, "stopped_early": False, "wall_time_s": 0.0,
+        "epoch": 0,
+        "history": [],
+        "best_state": None,
+        "best_epoch": 0,
+        "best_score": -math.inf,
+        "bad_epochs": 0,
+        "finished": False,
+        "stopped_early": False,
+        "wall_time_s": 0.0,
     }
 
 
@@ -576,9 +581,7 @@ def _validate(
 def _update_best(st: dict[str, Any], model: ClassifierModel, entry: dict, monitor: str) -> None:
     """Keep the best epoch's weights; count epochs without improvement."""
     epoch = entry["epoch"]
-    score = {
-        "val_auroc": entry["val_auroc"], "val_loss": -entry["val_loss"], "none": float(epoch)
-    }[monitor]
+    score = {"val_auroc": entry["val_auroc"], "val_loss": -entry["val_loss"], "none": float(epoch)}[monitor]
     if st["best_state"] is None or (math.isfinite(score) and score > st["best_score"]):
         st["best_score"], st["best_epoch"], st["bad_epochs"] = score, epoch, 0
         st["best_state"] = _cpu_state(model)
@@ -657,12 +660,13 @@ def train(
             resumed_from = int(st["epoch"])
             log.info(
                 "%s: resuming from %s at epoch %d/%d (same params, code and data)",
-                kind, ckpt_path, resumed_from, epochs,
+                kind,
+                ckpt_path,
+                resumed_from,
+                epochs,
             )
         else:
-            log.info(
-                "%s: %s comes from other params, code or data: starting fresh", kind, ckpt_path
-            )
+            log.info("%s: %s comes from other params, code or data: starting fresh", kind, ckpt_path)
         del ckpt
 
     transform = None
@@ -686,12 +690,19 @@ def train(
         lrs = {g.name: active.get(g.name, 0.0) if g.is_head or not warm else 0.0 for g in plan}
         order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(train_rows)
         train_loss, train_probs, y_seen = _train_epoch(
-            model, optimizer, scheduler, images, labels, order, tr.batch_size, transform, seed,
-            epoch, device,
+            model,
+            optimizer,
+            scheduler,
+            images,
+            labels,
+            order,
+            tr.batch_size,
+            transform,
+            seed,
+            epoch,
+            device,
         )
-        val_loss, val_auroc = _validate(
-            model, images, val_rows, y_val, tr.batch_size, device, positive_index
-        )
+        val_loss, val_auroc = _validate(model, images, val_rows, y_val, tr.batch_size, device, positive_index)
         entry: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -711,7 +722,13 @@ def train(
         st["wall_time_s"] = wall_before + (time.perf_counter() - t_run)
         log.info(
             "%s epoch %d/%d: train loss %.4f auroc %.3f | val loss %.4f auroc %.3f | %.1f s",
-            kind, epoch, epochs, train_loss, entry["train_auroc"], val_loss, val_auroc,
+            kind,
+            epoch,
+            epochs,
+            train_loss,
+            entry["train_auroc"],
+            val_loss,
+            val_auroc,
             entry["seconds"],
         )
         if st["stopped_early"]:
@@ -746,10 +763,7 @@ def train(
         "weights_source": model.weights_source,
         "weights_sha256": model.weights_sha256,
         "trained": _describe_training(kind, plan, params, epochs),
-        "layer_groups": [
-            {"name": g.name, "lr": g.lr, "n_params": g.n_params, "trainable": g.trainable}
-            for g in plan
-        ],
+        "layer_groups": [{"name": g.name, "lr": g.lr, "n_params": g.n_params, "trainable": g.trainable} for g in plan],
         "epochs_run": int(st["epoch"]),
         "best_epoch": int(st["best_epoch"]),
         "monitor": monitor,
@@ -763,7 +777,9 @@ def train(
     }
     log.info(
         "%s: done in %.1f s (this call), best epoch %d",
-        kind, time.perf_counter() - t_call, st["best_epoch"],
+        kind,
+        time.perf_counter() - t_call,
+        st["best_epoch"],
     )
     return TrainResult(
         model=model,
@@ -782,9 +798,7 @@ def train(
 # Saved models (models/<kind>/best.pt)
 
 
-def save_trained(
-    path: str | Path, result: TrainResult, classes: tuple[str, ...], backbone: Backbone
-) -> Path:
+def save_trained(path: str | Path, result: TrainResult, classes: tuple[str, ...], backbone: Backbone) -> Path:
     """Write the best weights with what :func:`load_trained` needs to rebuild the network."""
     model = result.model
     path = Path(path)
@@ -814,9 +828,7 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Classi
     """
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob.get("format") != TRAINED_FORMAT:
-        raise ValueError(
-            f"{path}: not a cxr-transfer trained model (format {blob.get('format')!r})"
-        )
+        raise ValueError(f"{path}: not a cxr-transfer trained model (format {blob.get('format')!r})")
     with torch.random.fork_rng(devices=[]):  # building must not disturb the caller's RNG
         model = create_backbone(Backbone(**blob["backbone"]), blob["num_classes"], pretrained=False)
     model.load_state_dict(blob["state_dict"], strict=True)
@@ -843,8 +855,8 @@ def run_training_stage(kind: Kind, params: Params, root: Path | None = None) -> 
     from pipeline import paths
     from pipeline.contracts import TrainLog, write_contract
     from pipeline.dataset import load_dataset
-    from pipeline.params import REPO_ROOT
     from pipeline.errors import StageError
+    from pipeline.params import REPO_ROOT
     from pipeline.predictions import write_predictions
 
     root = REPO_ROOT if root is None else Path(root)
@@ -868,6 +880,9 @@ def run_training_stage(kind: Kind, params: Params, root: Path | None = None) -> 
     write_contract(root / paths.train_log(kind), TrainLog, result.log_record())
     log.info(
         "%s: predictions for %d rows -> %s; model -> %s",
-        kind, len(probs), paths.predictions_csv(kind), (model_dir / "best.pt").relative_to(root),
+        kind,
+        len(probs),
+        paths.predictions_csv(kind),
+        (model_dir / "best.pt").relative_to(root),
     )
     return result

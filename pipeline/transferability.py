@@ -82,22 +82,38 @@ def score_candidate(
     check_candidate_name(name)
     if reuse is not None:
         score, secs = score_features(reuse, labels)
-        return Candidate(name, "scored", score=score, feature_dim=int(reuse.shape[1]),
-                         n_train=len(labels), seconds=round(secs, 3), logme_seconds=round(secs, 3),
-                         features_from=reuse_from)
+        return Candidate(
+            name,
+            "scored",
+            score=score,
+            feature_dim=int(reuse.shape[1]),
+            n_train=len(labels),
+            seconds=round(secs, 3),
+            logme_seconds=round(secs, 3),
+            features_from=reuse_from,
+        )
     t0 = time.perf_counter()
     try:
         model = create_backbone(Backbone(name=name, grey_to_rgb=grey_to_rgb), num_classes)
     except BackboneError as err:
         return Candidate(name, "skipped", reason=str(err))
-    feats, _, info = extract_features(model, images, None, batch_size=batch_size, device=device,
-                                      num_threads=num_threads)
+    feats, _, info = extract_features(
+        model, images, None, batch_size=batch_size, device=device, num_threads=num_threads
+    )
     embed_s = time.perf_counter() - t0
     score, secs = score_features(feats, labels)
-    return Candidate(name, "scored", score=score, feature_dim=int(feats.shape[1]), n_train=len(labels),
-                     seconds=round(embed_s + secs, 3), embed_seconds=round(embed_s, 3),
-                     logme_seconds=round(secs, 3), features_from="embedded by this stage",
-                     weights_source=info["weights_source"])
+    return Candidate(
+        name,
+        "scored",
+        score=score,
+        feature_dim=int(feats.shape[1]),
+        n_train=len(labels),
+        seconds=round(embed_s + secs, 3),
+        embed_seconds=round(embed_s, 3),
+        logme_seconds=round(secs, 3),
+        features_from="embedded by this stage",
+        weights_source=info["weights_source"],
+    )
 
 
 def ranking(candidates: list[Candidate]) -> list[dict[str, Any]]:
@@ -113,8 +129,12 @@ def rank_correlation(scores: Mapping[str, float], val_auroc: Mapping[str, float]
     from scipy.stats import spearmanr
 
     both = [n for n in scores if n in val_auroc and np.isfinite(val_auroc[n])]
-    out: dict[str, Any] = {"candidates": both, "val_auroc": {n: val_auroc[n] for n in both},
-                           "rho": None, "p_value": None}
+    out: dict[str, Any] = {
+        "candidates": both,
+        "val_auroc": {n: val_auroc[n] for n in both},
+        "rho": None,
+        "p_value": None,
+    }
     if len(both) < MIN_FOR_CORRELATION:
         have = ", ".join(both) if both else "none"
         out["note"] = (

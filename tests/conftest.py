@@ -44,8 +44,9 @@ def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
 
 
-def make_processed(ws: Workspace, splits: list[str], size: int = 16, seed: int = 0,
-                   images_per_patient: int = 2) -> pd.DataFrame:
+def make_processed(
+    ws: Workspace, splits: list[str], size: int = 16, seed: int = 0, images_per_patient: int = 2
+) -> pd.DataFrame:
     """A processed data set in ``ws``: random store, manifest and splits.csv, one split per row
     (``external`` rows get the source ``external``); patients hold ``images_per_patient`` rows."""
     n = len(splits)
@@ -53,12 +54,15 @@ def make_processed(ws: Workspace, splits: list[str], size: int = 16, seed: int =
     proc.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     np.save(proc / "images.npy", rng.random((n, size, size)).astype(np.float16))
-    manifest = pd.DataFrame({
-        "row": range(n), "file": [f"f{i}.dcm" for i in range(n)],
-        "source": ["external" if s == "external" else "internal" for s in splits],
-        "patient": [f"{i // images_per_patient:016x}" for i in range(n)],
-        "label": ["normal", "abnormal"] * (n // 2) + ["normal"] * (n % 2),
-    })
+    manifest = pd.DataFrame(
+        {
+            "row": range(n),
+            "file": [f"f{i}.dcm" for i in range(n)],
+            "source": ["external" if s == "external" else "internal" for s in splits],
+            "patient": [f"{i // images_per_patient:016x}" for i in range(n)],
+            "label": ["normal", "abnormal"] * (n // 2) + ["normal"] * (n % 2),
+        }
+    )
     manifest.to_csv(ws.manifest, index=False)
     manifest.assign(split=splits)[["row", "patient", "label", "split"]].to_csv(ws.splits, index=False)
     return manifest

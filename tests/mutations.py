@@ -36,8 +36,14 @@ SIIM = Path(__file__).resolve().parent / "fixtures" / "dicom" / "siim-pneumothor
 
 
 def _base(seed: int, size: int = 64) -> Dataset:
-    return make_dataset(chest_like(size, size, bits=12, seed=seed), bits_stored=12, PatientName=PLANTED_NAME,
-                        PatientID=PLANTED_ID, WindowCenter=2000, WindowWidth=3000)
+    return make_dataset(
+        chest_like(size, size, bits=12, seed=seed),
+        bits_stored=12,
+        PatientName=PLANTED_NAME,
+        PatientID=PLANTED_ID,
+        WindowCenter=2000,
+        WindowWidth=3000,
+    )
 
 
 def _compressed(seed: int, syntax: str) -> Dataset:
@@ -79,8 +85,16 @@ def _raw(ds: Dataset) -> bytes:
 def _with_element(data: bytes, keyword_tag: bytes, vr: bytes, value: bytes, length: int | None = None) -> bytes:
     """Insert an explicit-VR element right after the file meta (tags sort early)."""
     ln = len(value) if length is None else length
-    elem = keyword_tag + vr + (struct.pack("<H", ln) if vr not in (b"OB", b"OW", b"SQ", b"UN", b"UT")
-                               else b"\x00\x00" + struct.pack("<I", ln)) + value
+    elem = (
+        keyword_tag
+        + vr
+        + (
+            struct.pack("<H", ln)
+            if vr not in (b"OB", b"OW", b"SQ", b"UN", b"UT")
+            else b"\x00\x00" + struct.pack("<I", ln)
+        )
+        + value
+    )
     meta_end = _meta_end(data)
     return data[:meta_end] + elem + data[meta_end:]
 
@@ -96,7 +110,7 @@ def _swallowing_modality(seed: int) -> bytes:
     """Modality (0008,0060) declares a length that runs over PatientName/PatientID."""
     data = to_bytes(_base(seed))
     i = data.index(b"\x08\x00\x60\x00CS")
-    return data[: i + 6] + struct.pack("<H", 400) + data[i + 8:]
+    return data[: i + 6] + struct.pack("<H", 400) + data[i + 8 :]
 
 
 def _swallowing_photometric(seed: int) -> bytes:
@@ -104,7 +118,7 @@ def _swallowing_photometric(seed: int) -> bytes:
     i = data.index(b"\x28\x00\x04\x00CS")
     # Move the patient module after it so the swallowed bytes would hold the identifiers.
     pn = f"{PLANTED_NAME}\\{PLANTED_ID}".encode()
-    return data[: i + 6] + struct.pack("<H", 12 + len(pn)) + data[i + 8: i + 8 + 12] + pn + data[i + 8 + 12:]
+    return data[: i + 6] + struct.pack("<H", 12 + len(pn)) + data[i + 8 : i + 8 + 12] + pn + data[i + 8 + 12 :]
 
 
 def _deep_sequence(seed: int, depth: int = 200) -> bytes:
@@ -133,21 +147,22 @@ def _deflate_bomb(seed: int, inflated: int = 512 << 20) -> bytes:
     chunk = b"\x00" * (1 << 20)
     for _ in range(inflated >> 20):
         zipped += comp.compress(chunk)
-    zipped += comp.compress(body[j + 12 + 16:]) + comp.flush()
+    zipped += comp.compress(body[j + 12 + 16 :]) + comp.flush()
     meta = bytearray(head[:meta_end])
     uid = b"1.2.840.10008.1.2.1\x00"
     k = meta.index(uid)
     new_uid = DeflatedExplicitVRLittleEndian.encode() + (b"\x00" if len(DeflatedExplicitVRLittleEndian) % 2 else b"")
-    meta[k - 2: k + len(uid)] = struct.pack("<H", len(new_uid)) + new_uid
+    meta[k - 2 : k + len(uid)] = struct.pack("<H", len(new_uid)) + new_uid
     # fix the group length (0002,0000) UL
     g = meta.index(b"\x02\x00\x00\x00UL\x04\x00")
-    old = struct.unpack("<I", meta[g + 8: g + 12])[0]
-    meta[g + 8: g + 12] = struct.pack("<I", old + len(new_uid) - len(uid))
+    old = struct.unpack("<I", meta[g + 8 : g + 12])[0]
+    meta[g + 8 : g + 12] = struct.pack("<I", old + len(new_uid) - len(uid))
     return bytes(meta) + zipped
 
 
 def mutation_classes() -> dict[str, Callable[[int, np.random.Generator], bytes]]:
     """name -> make(seed, rng) -> file bytes. Every class is exercised by the tests."""
+
     def trunc(frac: float, make: Callable[[int], Dataset], to_raw: Callable[[Dataset], bytes] = _raw):
         return lambda s, r: (lambda d: d[: int(len(d) * frac)])(to_raw(make(s)))
 
@@ -157,9 +172,11 @@ def mutation_classes() -> dict[str, Callable[[int, np.random.Generator], bytes]]
         "flip_pixels": lambda s, r: (lambda d: _flip(d, r, _pixel_offset(d) + 12, len(d)))(to_bytes(_base(s))),
         "flip_jpeg": lambda s, r: (lambda d: _flip(d, r, _pixel_offset(d) + 40, len(d), n=32))(_raw(_jpeg(s))),
         "flip_j2k": lambda s, r: (lambda d: _flip(d, r, _pixel_offset(d) + 40, len(d), n=16))(
-            _raw(_compressed(s, JPEG2000Lossless))),
+            _raw(_compressed(s, JPEG2000Lossless))
+        ),
         "flip_rle": lambda s, r: (lambda d: _flip(d, r, _pixel_offset(d) + 40, len(d), n=16))(
-            _raw(_compressed(s, RLELossless))),
+            _raw(_compressed(s, RLELossless))
+        ),
         "truncate_header": lambda s, r: (lambda d: d[: int(r.integers(140, _pixel_offset(d)))])(to_bytes(_base(s))),
         "truncate_pixels": trunc(0.8, _base, to_bytes),
         "truncate_jpeg": trunc(0.5, _jpeg),
@@ -168,18 +185,21 @@ def mutation_classes() -> dict[str, Callable[[int, np.random.Generator], bytes]]
         "huge_rows_rle": lambda s, r: _set(_compressed(s, RLELossless), Rows=65535, Columns=65535),
         "huge_rows": lambda s, r: _set(_base(s), Rows=65535, Columns=65535),
         "zero_rows": lambda s, r: _set(_base(s), Rows=0),
-        "negative_bits": lambda s, r: _with_element(to_bytes(_base(s)), b"\x28\x00\x01\x01", b"SS",
-                                                    struct.pack("<h", -12)),
+        "negative_bits": lambda s, r: _with_element(
+            to_bytes(_base(s)), b"\x28\x00\x01\x01", b"SS", struct.pack("<h", -12)
+        ),
         "huge_bits": lambda s, r: _set(_base(s), BitsAllocated=64, BitsStored=64, HighBit=63),
         "zero_bits": lambda s, r: _set(_base(s), BitsStored=0),
         "samples_per_pixel": lambda s, r: _set(_base(s), SamplesPerPixel=int(r.choice([0, 3, 255]))),
-        "wrong_vr_bits": lambda s, r: (lambda d: d.replace(b"\x28\x00\x00\x01US\x02\x00\x10\x00",
-                                                           b"\x28\x00\x00\x01US\x03\x00\x10\x00\x00", 1))(
-            to_bytes(_base(s))),
+        "wrong_vr_bits": lambda s, r: (
+            lambda d: d.replace(b"\x28\x00\x00\x01US\x02\x00\x10\x00", b"\x28\x00\x00\x01US\x03\x00\x10\x00\x00", 1)
+        )(to_bytes(_base(s))),
         "wrong_vr_rescale": lambda s, r: (lambda d: d.replace(b"\x28\x00\x53\x10DS", b"\x28\x00\x53\x10ZZ", 1))(
-            to_bytes(_set_bytes(_base(s), RescaleSlope=1.0, RescaleIntercept=0.0))),
+            to_bytes(_set_bytes(_base(s), RescaleSlope=1.0, RescaleIntercept=0.0))
+        ),
         "wrong_vr_window": lambda s, r: (lambda d: d.replace(b"\x28\x00\x50\x10DS", b"\x28\x00\x50\x10QQ", 1))(
-            to_bytes(_base(s))),
+            to_bytes(_base(s))
+        ),
         "modality_swallows": lambda s, r: _swallowing_modality(s),
         "photometric_swallows": lambda s, r: _swallowing_photometric(s),
         "rescale_overflow": lambda s, r: _set(_base(s), RescaleSlope=1e300),
@@ -191,20 +211,26 @@ def mutation_classes() -> dict[str, Callable[[int, np.random.Generator], bytes]]
         "voi_lut_range": lambda s, r: _voi_lut(s, bits=8, value=300),
         "modality_lut_bad": lambda s, r: _modality_lut(s),
         "photometric_garbage": lambda s, r: _set(_base(s), PhotometricInterpretation=PLANTED_ID[:16]),
-        "transfer_syntax_garbage": lambda s, r: (lambda d: d.replace(b"1.2.840.10008.1.2.1\x00",
-                                                                      b"9.9.9.9.9.9.9.9.9.9", 1))(to_bytes(_base(s))),
+        "transfer_syntax_garbage": lambda s, r: (
+            lambda d: d.replace(b"1.2.840.10008.1.2.1\x00", b"9.9.9.9.9.9.9.9.9.9", 1)
+        )(to_bytes(_base(s))),
         "file_meta_garbage": lambda s, r: (lambda d: d[:132] + _flip(d[132:400], r, 0, 268, n=20) + d[400:])(
-            to_bytes(_base(s))),
+            to_bytes(_base(s))
+        ),
         "preamble_garbage": lambda s, r: (lambda d: bytes(r.integers(0, 256, 128, dtype=np.uint8)) + d[128:])(
-            to_bytes(_base(s))),
+            to_bytes(_base(s))
+        ),
         "no_magic": lambda s, r: (lambda d: d[:128] + b"DICX" + d[132:])(to_bytes(_base(s))),
         "empty": lambda s, r: b"",
         "deep_sequence": lambda s, r: _deep_sequence(s),
         "deflate_bomb": lambda s, r: _deflate_bomb(s),
         "long_patient_fields": lambda s, r: to_bytes(_long_fields(s)),
-        "view_control_chars": lambda s, r: _set(_base(s), ViewPosition="PA\r\n,\"x"),
-        "constant_image": lambda s, r: to_bytes(make_dataset(np.full((64, 64), 1234, np.uint16), bits_stored=12,
-                                                             PatientName=PLANTED_NAME, PatientID=PLANTED_ID)),
+        "view_control_chars": lambda s, r: _set(_base(s), ViewPosition='PA\r\n,"x'),
+        "constant_image": lambda s, r: to_bytes(
+            make_dataset(
+                np.full((64, 64), 1234, np.uint16), bits_stored=12, PatientName=PLANTED_NAME, PatientID=PLANTED_ID
+            )
+        ),
     }
 
 

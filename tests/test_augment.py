@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from pipeline.augment import (
-    augment_batch,
     INDEX_COLUMNS,
+    augment_batch,
     augment_image,
     make_augmentation,
     materialise,
@@ -23,8 +23,17 @@ S = 32
 
 
 def _cfg(**over) -> Augment:
-    base = dict(copies=2, prob=0.8, rotate_deg=10.0, scale=0.1, translate=0.05, gamma=(0.7, 1.5),
-                noise_std=0.02, horizontal_flip=False, preview_images=2)
+    base = dict(
+        copies=2,
+        prob=0.8,
+        rotate_deg=10.0,
+        scale=0.1,
+        translate=0.05,
+        gamma=(0.7, 1.5),
+        noise_std=0.02,
+        horizontal_flip=False,
+        preview_images=2,
+    )
     base.update(over)
     return Augment(**base)
 
@@ -68,12 +77,14 @@ def test_shape_dtype_range_and_input_untouched() -> None:
 
 def test_no_horizontal_flip_when_off_and_flip_when_on() -> None:
     img = _asymmetric()
-    off = make_augmentation(_cfg(prob=1.0, rotate_deg=0, scale=0, translate=0, gamma=(1.0, 1.0),
-                                 noise_std=0.0, horizontal_flip=False))
+    off = make_augmentation(
+        _cfg(prob=1.0, rotate_deg=0, scale=0, translate=0, gamma=(1.0, 1.0), noise_std=0.0, horizontal_flip=False)
+    )
     for seed in range(20):
         np.testing.assert_allclose(augment_image(off, img, seed), img, atol=1e-6)
-    on = make_augmentation(_cfg(prob=1.0, rotate_deg=0, scale=0, translate=0, gamma=(1.0, 1.0),
-                                noise_std=0.0, horizontal_flip=True))
+    on = make_augmentation(
+        _cfg(prob=1.0, rotate_deg=0, scale=0, translate=0, gamma=(1.0, 1.0), noise_std=0.0, horizontal_flip=True)
+    )
     np.testing.assert_allclose(augment_image(on, img, 0), img[:, ::-1], atol=1e-6)
 
 
@@ -126,8 +137,7 @@ def test_materialise_train_rows_only(tmp_path) -> None:
 
 def test_materialise_zero_copies_gives_empty_store_and_header(tmp_path) -> None:
     images = np.zeros((3, S, S), np.float16)
-    views, index = materialise(images, np.array([0, 2]), _cfg(), seed=1, copies=0,
-                               out_path=tmp_path / "a.npy")
+    views, index = materialise(images, np.array([0, 2]), _cfg(), seed=1, copies=0, out_path=tmp_path / "a.npy")
     assert np.load(tmp_path / "a.npy").shape == (0, S, S)
     index.to_csv(tmp_path / "a.csv", index=False)
     back = pd.read_csv(tmp_path / "a.csv")
@@ -140,8 +150,9 @@ def test_preview_png(tmp_path, default_transform) -> None:
     from PIL import Image
 
     images = np.stack([_asymmetric()] * 3).astype(np.float16)
-    path = preview_grid(images, np.array([0, 2]), default_transform, seed=42,
-                        path=tmp_path / "fig" / "augment_preview.png", copies=2)
+    path = preview_grid(
+        images, np.array([0, 2]), default_transform, seed=42, path=tmp_path / "fig" / "augment_preview.png", copies=2
+    )
     with Image.open(path) as im:
         im.verify()
         assert im.format == "PNG"

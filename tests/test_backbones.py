@@ -95,9 +95,7 @@ def test_sum_stem_equals_repeat_for_lite(lite0) -> None:
     assert summed.trunk.first_conv().weight.shape[1] == 1
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(
-            summed.forward_features(x), lite0.forward_features(x), atol=1e-4, rtol=1e-4
-        )
+        torch.testing.assert_close(summed.forward_features(x), lite0.forward_features(x), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
@@ -140,9 +138,7 @@ def test_missing_torchvision_weights_fail_fast_with_instructions(tmp_path, monke
     assert "never downloads" in msg
     assert time.perf_counter() - t0 < 10  # no download attempt, no hang
     with pytest.raises(BackboneError, match="does not exist"):
-        create_backbone(
-            Backbone(name="torchvision/resnet18", weights_path=str(tmp_path / "nope.pth")), 2
-        )
+        create_backbone(Backbone(name="torchvision/resnet18", weights_path=str(tmp_path / "nope.pth")), 2)
     with pytest.raises(BackboneError, match="resnet18_a1_0-d63eafa0.pth"):
         create_backbone(Backbone(name="timm/resnet18"), num_classes=2)
     with pytest.raises(BackboneError, match="not registered"):

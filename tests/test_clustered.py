@@ -47,8 +47,7 @@ def _obuchowski_bruteforce(y, s, clusters):
     ni = {i: int(sum(1 for q in neg if clusters[q] == i)) for i in ids}
     a = sum(v10.values()) / m
     i10 = sum(1 for i in ids if mi[i] > 0)
-    i01 = sum(1 for i in ids if ni[i] > 0
-              )
+    i01 = sum(1 for i in ids if ni[i] > 0)
     big_i = len(ids)
     s10 = i10 / ((i10 - 1) * m) * sum((v10[i] - mi[i] * a) ** 2 for i in ids)
     s01 = i01 / ((i01 - 1) * n) * sum((v01[i] - ni[i] * a) ** 2 for i in ids)
@@ -64,8 +63,7 @@ def test_one_image_per_patient_is_exactly_delong():
     aucs_c, cov_c = CL.obuchowski(y, s, np.arange(80))
     np.testing.assert_allclose(aucs_c, aucs, rtol=0, atol=1e-12)
     np.testing.assert_allclose(cov_c, cov, rtol=1e-10, atol=1e-15)
-    assert CL.clustered_paired_test(y, s[0], s[1], np.arange(80)) == pytest.approx(
-        M.delong_paired_test(y, s[0], s[1]))
+    assert CL.clustered_paired_test(y, s[0], s[1], np.arange(80)) == pytest.approx(M.delong_paired_test(y, s[0], s[1]))
 
 
 def test_obuchowski_matches_the_formula_written_out_and_ignores_patient_names():
@@ -192,7 +190,8 @@ def test_predictive_values_by_bayes_and_at_a_prevalence():
     image = M.binary_metrics_at(y, s, 0.5)
     for key in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
         assert (sample[key]["ci_low"], sample[key]["ci_high"]) == pytest.approx(
-            (image[key]["ci_low"], image[key]["ci_high"]))
+            (image[key]["ci_low"], image[key]["ci_high"])
+        )
     assert sample["ppv"]["prevalence"] == 0.5 and sample["ppv"]["prevalence_source"] == "sample"
     # Bayes at the sample's prevalence reproduces the sample's PPV/NPV.
     assert CL.predictive_values(0.75, 0.75, 0.5) == pytest.approx((0.75, 0.75))
@@ -213,8 +212,7 @@ def test_subgroups_flagged_by_patients_as_well_as_images():
     p1 = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, len(y)), 0, 1)
     probs = np.c_[1 - p1, p1]
     group = np.array(["few"] * 69 + ["many"] * 120, dtype=object)
-    rows = CL.subgroup_table(y, probs, {"site": group}, pat, ["normal", "abnormal"], 1,
-                             min_size=30, min_patients=10)
+    rows = CL.subgroup_table(y, probs, {"site": group}, pat, ["normal", "abnormal"], 1, min_size=30, min_patients=10)
     by = {r["group"]: r for r in rows}
     assert by["few"]["n"] == 69 and by["few"]["n_patients"] == 5
     assert by["few"]["flagged"] and any("fewer than 10 patients (5)" in f for f in by["few"]["flags"])

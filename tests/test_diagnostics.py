@@ -16,8 +16,15 @@ RULES = D.Rules(overfit_k=2, gap_mild=0.05, gap_severe=0.15)
 
 def _history(train_loss, val_loss, train_auroc, val_auroc):
     return [
-        {"epoch": i + 1, "train_loss": tl, "val_loss": vl, "train_auroc": ta, "val_auroc": va,
-         "lr": {"head": 0.01}, "seconds": 10.0}
+        {
+            "epoch": i + 1,
+            "train_loss": tl,
+            "val_loss": vl,
+            "train_auroc": ta,
+            "val_auroc": va,
+            "lr": {"head": 0.01},
+            "seconds": 10.0,
+        }
         for i, (tl, vl, ta, va) in enumerate(zip(train_loss, val_loss, train_auroc, val_auroc, strict=True))
     ]
 
@@ -48,9 +55,9 @@ def test_no_onset_when_both_losses_rise_or_a_rise_is_isolated() -> None:
     # Diverging optimiser: both losses go up -> not overfitting.
     assert D.overfitting_onset([1, 1.1, 1.2, 1.3], [1, 1.1, 1.2, 1.3], 2) is None
     # One uptick, then down again, then one uptick: never two in a row.
-    assert D.overfitting_onset([1, .9, .8, .7, .6], [1, 1.1, 1.0, 1.05, 1.0], 2) is None
+    assert D.overfitting_onset([1, 0.9, 0.8, 0.7, 0.6], [1, 1.1, 1.0, 1.05, 1.0], 2) is None
     # A NaN (undefined) loss breaks a run.
-    assert D.overfitting_onset([1, .9, .8, .7], [1, 1.1, None, 1.2], 2) is None
+    assert D.overfitting_onset([1, 0.9, 0.8, 0.7], [1, 1.1, None, 1.2], 2) is None
     with pytest.raises(ValueError):
         D.overfitting_onset([1, 2], [1], 1)
 
@@ -72,8 +79,13 @@ def test_epoch_diagnostics_best_gaps_onset_convergence() -> None:
     assert d["convergence"]["threshold"] == pytest.approx(0.785)
     assert d["convergence"]["seconds"] == pytest.approx(40.0)
     assert d["near_chance"] is False
-    assert d["val_decline"] == {"peak_epoch": 4, "peak_val_auroc": 0.8, "last_val_auroc": 0.77,
-                                "drop": pytest.approx(0.03), "train_auroc_change": pytest.approx(0.07)}
+    assert d["val_decline"] == {
+        "peak_epoch": 4,
+        "peak_val_auroc": 0.8,
+        "last_val_auroc": 0.77,
+        "drop": pytest.approx(0.03),
+        "train_auroc_change": pytest.approx(0.07),
+    }
     # gap 0.12 is between 0.05 and 0.15.
     assert d["verdict"]["level"] == "mild"
     assert "0.120" in d["verdict"]["text"]
@@ -117,15 +129,15 @@ def test_convergence_counts_from_chance_and_a_near_chance_curve_does_not_converg
     learning = [0.60, 0.75, 0.85, 0.86]  # threshold 0.842: epoch 3
     assert D.convergence_index(learning, chance_margin=0.05) == 2
     assert D.convergence_index([None, None]) is None
-    log = {"history": _history([1, .9, .8], [1, 1, 1], [.5, .55, .6], [0.52, 0.53, 0.54]),
-           "best_epoch": 3}
+    log = {"history": _history([1, 0.9, 0.8], [1, 1, 1], [0.5, 0.55, 0.6], [0.52, 0.53, 0.54]), "best_epoch": 3}
     d = D.epoch_curve_diagnostics(log, RULES)
     assert d["near_chance"] is True and d["convergence"] is None
     # Its verdict says it did not learn before anything about overfitting.
     assert d["verdict"]["near_chance"] is True
     assert d["verdict"]["text"].startswith("Did not learn: the best validation AUROC is 0.540, below 0.550")
-    learnt = D.epoch_curve_diagnostics({**log, "history": _history([1, .9, .8], [1, 1, 1], [.6, .7, .8],
-                                                                    learning[:3])}, RULES)
+    learnt = D.epoch_curve_diagnostics(
+        {**log, "history": _history([1, 0.9, 0.8], [1, 1, 1], [0.6, 0.7, 0.8], learning[:3])}, RULES
+    )
     assert learnt["verdict"]["near_chance"] is False and learnt["near_chance"] is False
     assert not learnt["verdict"]["text"].startswith("Did not learn")
 
@@ -133,20 +145,27 @@ def test_convergence_counts_from_chance_and_a_near_chance_curve_does_not_converg
 def test_val_auroc_falling_from_its_peak_while_train_rises_is_never_no_overfitting() -> None:
     # Fine-tune on the demo: val AUROC peaked at epoch 1 (0.708) and fell while train rose; the
     # kept checkpoint is epoch 1, whose train-val gap is negative.
-    log = {"history": _history([0.7, 0.6, 0.5, 0.4], [0.69, 0.69, 0.69, 0.69],
-                               [0.60, 0.72, 0.80, 0.88], [0.708, 0.68, 0.66, 0.64]),
-           "best_epoch": 1}
+    log = {
+        "history": _history(
+            [0.7, 0.6, 0.5, 0.4], [0.69, 0.69, 0.69, 0.69], [0.60, 0.72, 0.80, 0.88], [0.708, 0.68, 0.66, 0.64]
+        ),
+        "best_epoch": 1,
+    }
     d = D.epoch_curve_diagnostics(log, RULES)
     assert d["at_best"]["auroc_gap"] < 0 and d["overfit_onset"] is None
     assert d["verdict"]["level"] == "mild" and d["verdict"]["val_decline"] is True
     assert "fell by 0.068 from its peak 0.708" in d["verdict"]["text"]
     # A fall of gap_severe or more is severe.
-    steep = {**log, "history": _history([0.7, 0.6, 0.5, 0.4], [0.69] * 4,
-                                        [0.60, 0.72, 0.80, 0.88], [0.708, 0.62, 0.58, 0.55])}
+    steep = {
+        **log,
+        "history": _history([0.7, 0.6, 0.5, 0.4], [0.69] * 4, [0.60, 0.72, 0.80, 0.88], [0.708, 0.62, 0.58, 0.55]),
+    }
     assert D.epoch_curve_diagnostics(steep, RULES)["verdict"]["level"] == "severe"
     # The same fall with a train AUROC that falls too is not the overfitting pattern.
-    both = {**log, "history": _history([0.7, 0.6, 0.5, 0.4], [0.69] * 4,
-                                       [0.60, 0.58, 0.57, 0.55], [0.708, 0.68, 0.66, 0.64])}
+    both = {
+        **log,
+        "history": _history([0.7, 0.6, 0.5, 0.4], [0.69] * 4, [0.60, 0.58, 0.57, 0.55], [0.708, 0.68, 0.66, 0.64]),
+    }
     assert D.epoch_curve_diagnostics(both, RULES)["verdict"]["level"] == "no"
     # A fall within gap_mild does not count.
     small = {"drop": 0.04, "train_auroc_change": 0.2, "peak_val_auroc": 0.7}
@@ -180,8 +199,9 @@ def test_linear_validation_curve_gap_at_chosen_c() -> None:
 
 def test_trifecta_and_build_diagnostics_json_roundtrip() -> None:
     scratch = {
-        "history": _history([1.0, 0.9, 0.8, 0.7], [1.0, 0.95, 0.9, 0.88],
-                            [0.5, 0.6, 0.65, 0.7], [0.5, 0.55, 0.6, 0.68]),
+        "history": _history(
+            [1.0, 0.9, 0.8, 0.7], [1.0, 0.95, 0.9, 0.88], [0.5, 0.6, 0.65, 0.7], [0.5, 0.55, 0.6, 0.68]
+        ),
         "best_epoch": 4,
     }
     linear = {"best_C": 0.1, "cv": [{"C": 0.1, "train_auroc": 0.85, "cv_auroc": 0.83, "cv_auroc_std": 0.02}]}
@@ -190,10 +210,20 @@ def test_trifecta_and_build_diagnostics_json_roundtrip() -> None:
         "scratch": {"test": {"auroc": 0.66, "auroc_ci_low": 0.57, "auroc_ci_high": 0.72}},
         "linear": {"test": {"auroc": 0.80, "auroc_ci_low": 0.73, "auroc_ci_high": 0.87}},
     }
-    separated = [{"path_a": "finetune", "path_b": "scratch", "difference": 0.15, "ci_low": 0.05,
-                  "ci_high": 0.25, "p_value": 0.003, "method": "paired clustered DeLong"}]
-    doc = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch, "linear": linear}, metrics, RULES,
-                              None, separated)
+    separated = [
+        {
+            "path_a": "finetune",
+            "path_b": "scratch",
+            "difference": 0.15,
+            "ci_low": 0.05,
+            "ci_high": 0.25,
+            "p_value": 0.003,
+            "method": "paired clustered DeLong",
+        }
+    ]
+    doc = D.build_diagnostics(
+        {"finetune": OVERFIT, "scratch": scratch, "linear": linear}, metrics, RULES, None, separated
+    )
     cmp_ = doc["trifecta"]["finetune_vs_scratch"]
     assert cmp_["start_val_auroc_diff"] == pytest.approx(0.10)
     # finetune: threshold 0.785 -> epoch 4; scratch: best .68, threshold .671 -> epoch 4.
@@ -208,22 +238,37 @@ def test_trifecta_and_build_diagnostics_json_roundtrip() -> None:
     assert doc["trifecta"]["paths"]["linear"]["test"]["auroc"] == pytest.approx(0.80)
     assert set(doc["verdicts"]) == {"finetune", "scratch", "linear"}
     assert doc["verdicts"]["linear"]["level"] == "no"
-    assert doc["rules"] == {"overfit_k": 2, "gap_mild": 0.05, "gap_severe": 0.15,
-                            "noninferiority_margin": 0.05, "chance_margin": 0.05}
+    assert doc["rules"] == {
+        "overfit_k": 2,
+        "gap_mild": 0.05,
+        "gap_severe": 0.15,
+        "noninferiority_margin": 0.05,
+        "chance_margin": 0.05,
+    }
     assert "verdict" in doc["definitions"] and "scratch_catches_up" in doc["definitions"]
     json.dumps(doc, allow_nan=False)  # plain JSON
     # A paired CI spanning 0 is "not separated", never "higher asymptote: yes", even though the
     # point difference is positive; the comparison is found in either order.
-    spanning = [{"path_a": "scratch", "path_b": "finetune", "difference": -0.15, "ci_low": -0.31,
-                 "ci_high": 0.01, "p_value": 0.07, "method": "m"}]
+    spanning = [
+        {
+            "path_a": "scratch",
+            "path_b": "finetune",
+            "difference": -0.15,
+            "ci_low": -0.31,
+            "ci_high": 0.01,
+            "p_value": 0.07,
+            "method": "m",
+        }
+    ]
     doc = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch}, metrics, RULES, None, spanning)
     cmp_ = doc["trifecta"]["finetune_vs_scratch"]
     assert cmp_["test_auroc_diff"] > 0
     assert cmp_["higher_asymptote_claim"] == "not separated" and cmp_["higher_asymptote"] is None
     assert cmp_["test_paired"]["ci_low"] == pytest.approx(-0.01)
     below = [{**spanning[0], "ci_low": 0.02, "ci_high": 0.3, "difference": 0.16}]  # scratch higher
-    cmp_ = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch}, metrics, RULES, None,
-                               below)["trifecta"]["finetune_vs_scratch"]
+    cmp_ = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch}, metrics, RULES, None, below)["trifecta"][
+        "finetune_vs_scratch"
+    ]
     assert cmp_["higher_asymptote_claim"] == "no" and cmp_["higher_asymptote"] is False
     none = D.build_diagnostics({"finetune": OVERFIT, "scratch": scratch}, metrics, RULES, None, None)
     assert none["trifecta"]["finetune_vs_scratch"]["higher_asymptote_claim"] == "not tested"
@@ -305,9 +350,23 @@ def test_run_learning_curve_orchestration_and_reuse() -> None:
         return d, d - 0.1, d + 0.1, 0.5
 
     reuse = {"finetune": y_test.astype(float)}  # a perfect main run
-    pts, pairs = D.run_learning_curve(["finetune", "scratch"], rows, patients, labels, y_test,
-                                      test_patients, 1, [1.0, 0.25, 0.5], 2, 7, 3, fit, auc_ci,
-                                      paired, reuse=reuse)
+    pts, pairs = D.run_learning_curve(
+        ["finetune", "scratch"],
+        rows,
+        patients,
+        labels,
+        y_test,
+        test_patients,
+        1,
+        [1.0, 0.25, 0.5],
+        2,
+        7,
+        3,
+        fit,
+        auc_ci,
+        paired,
+        reuse=reuse,
+    )
     assert len(pts) == 2 * 3 * 2
     # One paired comparison per fraction and repeat: scratch (challenger) vs finetune.
     assert len(pairs) == 3 * 2 and {(p["challenger"], p["reference"]) for p in pairs} == {("scratch", "finetune")}
@@ -333,20 +392,33 @@ def _summary_and_pairs(rows):
     summary, pairs = [], []
     for f, n, a_s, a_f, lo, hi in rows:
         for path, a in (("scratch", a_s), ("finetune", a_f)):
-            summary.append({"path": path, "fraction": f, "n_patients": n, "test_auroc": a,
-                            "ci_low": a - 0.1, "ci_high": a + 0.1})
-        pairs.append({"challenger": "scratch", "reference": "finetune", "fraction": f, "repeat": 0,
-                      "n_patients": n, "difference": a_s - a_f, "ci_low": lo, "ci_high": hi,
-                      "p_value": 0.5})
+            summary.append(
+                {"path": path, "fraction": f, "n_patients": n, "test_auroc": a, "ci_low": a - 0.1, "ci_high": a + 0.1}
+            )
+        pairs.append(
+            {
+                "challenger": "scratch",
+                "reference": "finetune",
+                "fraction": f,
+                "repeat": 0,
+                "n_patients": n,
+                "difference": a_s - a_f,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_value": 0.5,
+            }
+        )
     return summary, D.summarise_pairs(pairs)
 
 
 def test_catch_up_rule_is_non_inferiority_on_the_paired_difference() -> None:
-    summary, pairs = _summary_and_pairs([
-        (0.25, 10, 0.60, 0.80, -0.30, -0.10),   # clearly worse
-        (0.5, 20, 0.78, 0.80, -0.045, 0.005),   # lower bound above -0.05: non-inferior
-        (1.0, 40, 0.86, 0.80, 0.01, 0.11),      # CI above 0: better
-    ])
+    summary, pairs = _summary_and_pairs(
+        [
+            (0.25, 10, 0.60, 0.80, -0.30, -0.10),  # clearly worse
+            (0.5, 20, 0.78, 0.80, -0.045, 0.005),  # lower bound above -0.05: non-inferior
+            (1.0, 40, 0.86, 0.80, 0.01, 0.11),  # CI above 0: better
+        ]
+    )
     c = D.catch_up(summary, pairs, 0.05)
     assert [p["status"] for p in c["per_size"]] == ["not shown", "caught up", "better"]
     assert [p["caught_up"] for p in c["per_size"]] == [False, True, True]
@@ -370,14 +442,33 @@ def test_catch_up_rule_is_non_inferiority_on_the_paired_difference() -> None:
 
 def test_learning_curve_block_lists_catch_up_against_each_pretrained_path() -> None:
     pts = [
-        {"path": p, "fraction": 1.0, "repeat": 0, "n_patients": 10, "n_images": 20,
-         "test_auroc": a, "ci_low": a - 0.1, "ci_high": a + 0.1, "reused_main_run": False}
+        {
+            "path": p,
+            "fraction": 1.0,
+            "repeat": 0,
+            "n_patients": 10,
+            "n_images": 20,
+            "test_auroc": a,
+            "ci_low": a - 0.1,
+            "ci_high": a + 0.1,
+            "reused_main_run": False,
+        }
         for p, a in (("linear", 0.8), ("finetune", 0.9), ("scratch", 0.75))
     ]
     pairs = [
-        {"challenger": "scratch", "reference": ref, "fraction": 1.0, "repeat": r, "n_patients": 10,
-         "difference": d, "ci_low": lo, "ci_high": d + 0.05, "p_value": 0.5}
-        for ref, d, lo in (("linear", -0.05, -0.04), ("finetune", -0.15, -0.2)) for r in (0, 1)
+        {
+            "challenger": "scratch",
+            "reference": ref,
+            "fraction": 1.0,
+            "repeat": r,
+            "n_patients": 10,
+            "difference": d,
+            "ci_low": lo,
+            "ci_high": d + 0.05,
+            "p_value": 0.5,
+        }
+        for ref, d, lo in (("linear", -0.05, -0.04), ("finetune", -0.15, -0.2))
+        for r in (0, 1)
     ]
     b = D.learning_curve_block(pts, pairs, [1.0], 2, 3, "note", 0.05)
     assert set(b["scratch_catch_up"]) == {"finetune", "linear"}
@@ -388,10 +479,17 @@ def test_learning_curve_block_lists_catch_up_against_each_pretrained_path() -> N
 
 
 def test_main_run_probs_follow_test_row_order(tmp_path) -> None:
-    df = pd.DataFrame({"row": [0, 1, 2, 3], "file": list("abcd"), "split": ["train", "test", "val", "test"],
-                       "source": "internal",
-                       "label": ["normal", "abnormal", "normal", "normal"],
-                       "prob_normal": [0.9, 0.2, 0.7, 0.6], "prob_abnormal": [0.1, 0.8, 0.3, 0.4]})
+    df = pd.DataFrame(
+        {
+            "row": [0, 1, 2, 3],
+            "file": list("abcd"),
+            "split": ["train", "test", "val", "test"],
+            "source": "internal",
+            "label": ["normal", "abnormal", "normal", "normal"],
+            "prob_normal": [0.9, 0.2, 0.7, 0.6],
+            "prob_abnormal": [0.1, 0.8, 0.3, 0.4],
+        }
+    )
     df.to_csv(tmp_path / "p.csv", index=False)
     p = D.main_run_test_probs(tmp_path / "p.csv", np.array([3, 1]), ("normal", "abnormal"), 1)
     assert p.tolist() == [0.4, 0.8]
@@ -417,11 +515,16 @@ def _synthetic_dataset(n_patients=48, seed=0):
     pat = np.repeat([f"pt{i:02d}" for i in range(n_patients)], 2)
     lab = np.repeat(rng.permutation([0, 1] * (n_patients // 2)), 2)
     split_of = {f"pt{i:02d}": ("train" if i % 4 < 2 else "val" if i % 4 == 2 else "test") for i in range(n_patients)}
-    manifest = pd.DataFrame({
-        "row": np.arange(len(pat)), "file": [f"f{i}.dcm" for i in range(len(pat))], "patient": pat,
-        "label": np.array(["normal", "abnormal"])[lab], "split": [split_of[p] for p in pat],
-        "source": "internal",
-    })
+    manifest = pd.DataFrame(
+        {
+            "row": np.arange(len(pat)),
+            "file": [f"f{i}.dcm" for i in range(len(pat))],
+            "patient": pat,
+            "label": np.array(["normal", "abnormal"])[lab],
+            "split": [split_of[p] for p in pat],
+            "source": "internal",
+        }
+    )
     ds = Dataset(manifest=manifest, images=np.zeros((len(pat), 8, 8), np.float16), classes=("normal", "abnormal"))
     features = rng.normal(size=(len(pat), 6)).astype(np.float32)
     features[:, 0] += 1.5 * lab  # a real signal: the linear path must beat chance
@@ -448,9 +551,17 @@ def test_pipeline_learning_curve_reuses_main_run_only_with_same_epochs(tmp_path)
     ds, _ = _synthetic_dataset()
     test_rows = ds.rows("test")
     probs = np.linspace(0.05, 0.95, len(ds.manifest))
-    pd.DataFrame({"row": ds.manifest["row"], "file": ds.manifest["file"], "split": ds.manifest["split"],
-                  "source": "internal", "label": ds.manifest["label"], "prob_normal": 1 - probs, "prob_abnormal": probs}
-                 ).to_csv(tmp_path / "finetune.csv", index=False)
+    pd.DataFrame(
+        {
+            "row": ds.manifest["row"],
+            "file": ds.manifest["file"],
+            "split": ds.manifest["split"],
+            "source": "internal",
+            "label": ds.manifest["label"],
+            "prob_normal": 1 - probs,
+            "prob_abnormal": probs,
+        }
+    ).to_csv(tmp_path / "finetune.csv", index=False)
     seen = []
 
     def fit(kind, rows, seed, epochs):
@@ -461,8 +572,9 @@ def test_pipeline_learning_curve_reuses_main_run_only_with_same_epochs(tmp_path)
     block = D.pipeline_learning_curve(ds, same, fit, predictions_dir=tmp_path, paths_to_run=["finetune"])
     assert seen == [] and block["points"][0]["reused_main_run"] is True
     assert "reuses the main run" in block["reuse"]
-    expected = D.clustered_auc_ci((ds.labels()[test_rows] == 1).astype(int), probs[test_rows],
-                                  ds.patients(test_rows))[0]
+    expected = D.clustered_auc_ci((ds.labels()[test_rows] == 1).astype(int), probs[test_rows], ds.patients(test_rows))[
+        0
+    ]
     assert block["points"][0]["test_auroc"] == pytest.approx(expected, abs=1e-4)
     fewer = _params(fractions=[1.0], learning_curve_epochs=1)
     block = D.pipeline_learning_curve(ds, fewer, fit, predictions_dir=tmp_path, paths_to_run=["finetune"])

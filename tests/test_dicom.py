@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_factory import chest_like, encapsulated, jpeg_lossless_sv1, make_dataset, to_bytes
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -21,7 +21,6 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_factory import chest_like, encapsulated, jpeg_lossless_sv1, make_dataset, to_bytes
 from pipeline import dicom
 from pipeline.dicom import DecodedImage, DecodeOptions, Rejection, parse_age, read_dicom
 from pipeline.ingest import fit_square
@@ -35,6 +34,7 @@ def decoded(result: DecodedImage | Rejection) -> DecodedImage:
 
 
 # ----------------------------------------------------------------------------- real fixtures
+
 
 @pytest.fixture(scope="module")
 def rg1() -> dict[tuple[str, bool], np.ndarray]:
@@ -76,7 +76,7 @@ def test_rg1_monochrome1_is_inverted_bone_bright(rg1, voi: bool) -> None:
     lung_right = img[rows, int(0.20 * 128) : int(0.35 * 128)].mean()
     lung_left = img[rows, int(0.65 * 128) : int(0.80 * 128)].mean()
     assert spine > lung_right + 0.15 and spine > lung_left + 0.15
-    assert 0.0 <= img.min() and img.max() <= 1.0
+    assert img.min() >= 0.0 and img.max() <= 1.0
 
 
 def test_rg1_window_versus_minmax(rg1) -> None:
@@ -103,6 +103,7 @@ def test_siim_jpeg_baseline_with_metadata() -> None:
 
 
 # ----------------------------------------------------------------------------- transfer syntaxes
+
 
 def _source(bits: int = 12, signed: bool = False, **attrs) -> Dataset:
     arr = chest_like(48, 40, bits=bits, seed=bits)
@@ -143,13 +144,11 @@ def test_jpeg_lossless_decodes_to_the_uncompressed_image(voi: bool) -> None:
 
 def test_signed_16bit_with_rescale_matches_pydicom() -> None:
     arr = (chest_like(40, 40, bits=16).astype(np.int32) - 32768).astype(np.int16)
-    ds = make_dataset(arr, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=-1000,
-                      WindowWidth=90000)
+    ds = make_dataset(arr, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=-1000, WindowWidth=90000)
     got = decoded(read_dicom(to_bytes(ds))).image
     np.testing.assert_allclose(got, _pydicom_reference(ds), atol=1e-5)
     # and the same after RLE compression
-    ds2 = make_dataset(arr, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=-1000,
-                       WindowWidth=90000)
+    ds2 = make_dataset(arr, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=-1000, WindowWidth=90000)
     assert np.array_equal(got, decoded(read_dicom(to_bytes(ds2, RLELossless))).image)
 
 
@@ -181,6 +180,7 @@ def test_rgb_with_equal_channels_is_grey() -> None:
 
 
 # ----------------------------------------------------------------------------- VOI maths vs pydicom
+
 
 def _pydicom_reference(ds: Dataset, voi: bool = True) -> np.ndarray:
     """Normalised image computed with pydicom's functions on the full array (float64)."""
@@ -221,12 +221,10 @@ VOI_CASES = {
     "linear_multi_value": dict(WindowCenter=[2000, 1000], WindowWidth=[1500, 800]),
     "linear_exact": dict(WindowCenter=2100, WindowWidth=1200, VOILUTFunction="LINEAR_EXACT"),
     "sigmoid": dict(WindowCenter=2000, WindowWidth=1500, VOILUTFunction="SIGMOID"),
-    "rescale_negative_slope": dict(RescaleSlope=-1.5, RescaleIntercept=100, WindowCenter=-2800,
-                                   WindowWidth=3000),
+    "rescale_negative_slope": dict(RescaleSlope=-1.5, RescaleIntercept=100, WindowCenter=-2800, WindowWidth=3000),
     "monochrome1": dict(PhotometricInterpretation="MONOCHROME1", WindowCenter=1500, WindowWidth=2000),
     "voi_lut_sequence": dict(WindowCenter=None, VOILUTSequence=[_voi_lut_item(500, 3000)]),
-    "modality_lut_sequence": dict(ModalityLUTSequence=[_modality_lut_item(4096)],
-                                  WindowCenter=2500, WindowWidth=2000),
+    "modality_lut_sequence": dict(ModalityLUTSequence=[_modality_lut_item(4096)], WindowCenter=2500, WindowWidth=2000),
     "no_voi": dict(),
 }
 
@@ -240,8 +238,7 @@ def test_intensity_pipeline_matches_pydicom(case: str, voi: bool) -> None:
     ref = _pydicom_reference(ds, voi)
     np.testing.assert_allclose(got.image, ref, atol=2e-6)
     assert got.image.min() >= 0.0 and got.image.max() <= 1.0
-    expected = "minmax" if not voi or case == "no_voi" else (
-        "voi_lut" if case == "voi_lut_sequence" else "window")
+    expected = "minmax" if not voi or case == "no_voi" else ("voi_lut" if case == "voi_lut_sequence" else "window")
     assert got.intensity == expected
 
 
@@ -249,8 +246,13 @@ def test_linear_op_commutes_with_normalisation() -> None:
     # read_dicom applies linear_op before the affine map: same result as resizing afterwards.
     from pipeline.ingest import SquareFit
 
-    ds = make_dataset(chest_like(120, 90, bits=12), bits_stored=12, WindowCenter=1800, WindowWidth=1200,
-                      PhotometricInterpretation="MONOCHROME1")
+    ds = make_dataset(
+        chest_like(120, 90, bits=12),
+        bits_stored=12,
+        WindowCenter=1800,
+        WindowWidth=1200,
+        PhotometricInterpretation="MONOCHROME1",
+    )
     data = to_bytes(ds)
     full = decoded(read_dicom(data)).image
     fused = decoded(read_dicom(data, linear_op=SquareFit(32, "pad"))).image
@@ -258,6 +260,7 @@ def test_linear_op_commutes_with_normalisation() -> None:
 
 
 # ----------------------------------------------------------------------------- rejections
+
 
 def _rejections(tmp_path: Path) -> dict[str, tuple[object, DecodeOptions]]:
     """One malformed input per decoder rejection reason."""
@@ -301,11 +304,15 @@ def _rejections(tmp_path: Path) -> dict[str, tuple[object, DecodeOptions]]:
         "invalid_window": (to_bytes(make_dataset(base, bits_stored=12, WindowCenter=100, WindowWidth=1e39)), opts),
         "corrupt_pixel_data (J2K)": (bad_j2k, opts),
         "invalid_window (width 0)": (
-            to_bytes(make_dataset(base, bits_stored=12, WindowCenter=100, WindowWidth=0)), opts),
+            to_bytes(make_dataset(base, bits_stored=12, WindowCenter=100, WindowWidth=0)),
+            opts,
+        ),
         "invalid_voi_lut": (to_bytes(bad_lut), opts),
         "blank_image": (to_bytes(make_dataset(np.full((40, 40), 700, np.uint16), bits_stored=12)), opts),
         "blank_image (window outside data)": (
-            to_bytes(make_dataset(base, bits_stored=12, WindowCenter=60000, WindowWidth=10)), opts),
+            to_bytes(make_dataset(base, bits_stored=12, WindowCenter=60000, WindowWidth=10)),
+            opts,
+        ),
     }
 
 
@@ -313,7 +320,7 @@ def test_every_decoder_reason_is_produced(tmp_path: Path) -> None:
     cases = _rejections(tmp_path)
     covered = set()
     # The last guard: a non-finite image never leaves the decoder.
-    nan_op = (lambda img: np.full_like(img, np.nan, dtype=np.float32))  # noqa: E731
+    nan_op = lambda img: np.full_like(img, np.nan, dtype=np.float32)  # noqa: E731
     got = read_dicom(to_bytes(make_dataset(chest_like(40, 40, bits=12), bits_stored=12)), linear_op=nan_op)
     assert isinstance(got, Rejection) and got.reason == "non_finite_image"
     covered.add("non_finite_image")
@@ -332,10 +339,13 @@ def test_rejection_details() -> None:
     ct = read_dicom(to_bytes(make_dataset(base, bits_stored=12, Modality="CT")))
     assert str(ct) == "modality_not_radiograph: CT"
     assert str(read_dicom(to_bytes(make_dataset(base, bits_stored=12, Modality=None)))) == (
-        "modality_not_radiograph: missing")
+        "modality_not_radiograph: missing"
+    )
     # modalities=None accepts any modality
-    assert isinstance(read_dicom(to_bytes(make_dataset(base, bits_stored=12, Modality="CT")),
-                                 DecodeOptions(modalities=None)), DecodedImage)
+    assert isinstance(
+        read_dicom(to_bytes(make_dataset(base, bits_stored=12, Modality="CT")), DecodeOptions(modalities=None)),
+        DecodedImage,
+    )
     # VOI off: an invalid window is not used, so the file is accepted
     bad = to_bytes(make_dataset(base, bits_stored=12, WindowCenter=100, WindowWidth=0))
     assert isinstance(read_dicom(bad, DecodeOptions(apply_voi_lut=False)), DecodedImage)
@@ -349,8 +359,7 @@ def test_header_facts_parsing() -> None:
     assert parse_age("003D") == pytest.approx(3 / 365.25)
     assert parse_age("62") == 62.0  # bare number (seen in the SIIM file): years
     assert parse_age("") is None and parse_age(None) is None and parse_age("abc") is None
-    ds = make_dataset(chest_like(40, 40), PatientSex="X", PatientAge=None, ViewPosition="ap",
-                      PatientID=None)
+    ds = make_dataset(chest_like(40, 40), PatientSex="X", PatientAge=None, ViewPosition="ap", PatientID=None)
     h = decoded(read_dicom(to_bytes(ds))).header
     assert (h.sex, h.age, h.view, h.patient_id) == ("U", None, "AP", None)
 

@@ -26,17 +26,31 @@ def _site(folder: Path, n: int, prefix: str) -> None:
     rows = []
     for i in range(n):
         rel = f"nested/{prefix}{i}.dcm"
-        write(folder / rel, make_dataset(chest_like(40, 36, bits=12, seed=i + hash(prefix) % 97),
-                                         bits_stored=12, PatientID=f"{prefix}{i // 2}"))
+        write(
+            folder / rel,
+            make_dataset(
+                chest_like(40, 36, bits=12, seed=i + hash(prefix) % 97), bits_stored=12, PatientID=f"{prefix}{i // 2}"
+            ),
+        )
         rows.append((rel, "abnormal" if i % 2 else "normal"))
     pd.DataFrame(rows, columns=["file", "label"]).to_csv(folder / "labels.csv", index=False)
 
 
 def _dvc(project: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "CI": "1"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "CI": "1",
+    }
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 

@@ -67,8 +67,7 @@ def _make(classes=("normal", "abnormal"), n_patients=240, seed=0, external=True)
         logits[np.arange(n), label] += sig
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         df = pd.DataFrame(
-            {"row": np.arange(n), "file": manifest["file"], "split": split_pat[patient],
-             "label": manifest["label"]}
+            {"row": np.arange(n), "file": manifest["file"], "split": split_pat[patient], "label": manifest["label"]}
         )
         for j, c in enumerate(classes):
             df[f"prob_{c}"] = probs[:, j]
@@ -250,8 +249,6 @@ def test_bad_inputs_are_clear_errors():
     assert ev["splits"] == ["test"] and any("no rows of it" in n for n in ev["notes"])
 
 
-
-
 def test_a_dominant_patient_and_a_disagreeing_bootstrap_are_noted():
     manifest, preds = _make(seed=6)
     test_rows = preds["linear"].loc[preds["linear"]["split"] == "test", "row"].to_numpy()
@@ -261,12 +258,22 @@ def test_a_dominant_patient_and_a_disagreeing_bootstrap_are_noted():
     assert blk["largest_patient_share"] == pytest.approx(40 / blk["n"])
     assert any(n.startswith("test: one patient holds") for n in ev["notes"])
     assert not any(n.startswith("external/external: one patient") for n in ev["notes"])
-    rows = [{"path_a": "a", "path_b": "b", "verdict": "not separated",
-             "clustered_delong": {"ci_low": 0.01, "ci_high": 0.1},
-             "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}},
-            {"path_a": "a", "path_b": "c", "verdict": "not separated",
-             "clustered_delong": {"ci_low": -0.01, "ci_high": 0.1},
-             "bootstrap": {"ci_low": -0.01, "ci_high": 0.2}}]
+    rows = [
+        {
+            "path_a": "a",
+            "path_b": "b",
+            "verdict": "not separated",
+            "clustered_delong": {"ci_low": 0.01, "ci_high": 0.1},
+            "bootstrap": {"ci_low": -0.01, "ci_high": 0.2},
+        },
+        {
+            "path_a": "a",
+            "path_b": "c",
+            "verdict": "not separated",
+            "clustered_delong": {"ci_low": -0.01, "ci_high": 0.1},
+            "bootstrap": {"ci_low": -0.01, "ci_high": 0.2},
+        },
+    ]
     notes = comparison_notes("test", rows)
     assert len(notes) == 1 and "a vs b" in notes[0] and "says 'a higher'" in notes[0]
     assert separation(0.01, 0.2, "a", "b") == "a higher"

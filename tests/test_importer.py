@@ -55,9 +55,13 @@ def test_import_converts_every_kind_faithfully(sources, tmp_path: Path) -> None:
     labels = import_images(src, csv, out, modality="DX", label_map={"pneumonia": "abnormal"})
     assert list(labels.columns) == ["file", "label"]
     assert pd.read_csv(out / "labels.csv").equals(labels)
-    assert dict(zip(labels["file"], labels["label"])) == {
-        "chest.dcm": "abnormal", "png/grey.dcm": "normal", "png/la.dcm": "abnormal",
-        "png/rgb_grey.dcm": "normal", "png/rgba.dcm": "abnormal", "png/sixteen.dcm": "normal",
+    assert dict(zip(labels["file"], labels["label"], strict=False)) == {
+        "chest.dcm": "abnormal",
+        "png/grey.dcm": "normal",
+        "png/la.dcm": "abnormal",
+        "png/rgb_grey.dcm": "normal",
+        "png/rgba.dcm": "abnormal",
+        "png/sixteen.dcm": "normal",
     }
     g = _grey().astype(np.float32)
     expected = (g - g.min()) / (g.max() - g.min())
@@ -70,7 +74,12 @@ def test_import_converts_every_kind_faithfully(sources, tmp_path: Path) -> None:
 
     ds = pydicom.dcmread(out / "png" / "grey.dcm")
     assert (ds.Modality, ds.PatientID, ds.PatientSex, ds.PatientAge, ds.ViewPosition) == (
-        "DX", "P-1", "M", "057Y", "PA")
+        "DX",
+        "P-1",
+        "M",
+        "057Y",
+        "PA",
+    )
     assert ds.PhotometricInterpretation == "MONOCHROME2"
     assert ds.PatientName == "" and ds.StudyDate == "" and ds.PatientBirthDate == ""
     assert pydicom.dcmread(out / "png" / "rgb_grey.dcm").PatientAge == "058Y"  # whole years
@@ -121,20 +130,37 @@ def test_unfaithful_inputs_are_refused(tmp_path: Path, kind: str) -> None:
         Image.fromarray(g, "L").save(path)
     cols = "file,diagnosis" if kind == "missing_column" else "file,label"
     (tmp_path / "l.csv").write_text(f"{cols}\n{path.name},normal\n")
-    match = {"colour": "colour image", "transparent": "transparent", "progressive": "baseline",
-             "missing_column": "missing column"}[kind]
+    match = {
+        "colour": "colour image",
+        "transparent": "transparent",
+        "progressive": "baseline",
+        "missing_column": "missing column",
+    }[kind]
     with pytest.raises(ConversionError, match=match):
         import_images(tmp_path, tmp_path / "l.csv", tmp_path / "out")
 
 
 def test_cli(sources, tmp_path: Path, capsys) -> None:
     src, csv = sources
-    rc = main(["--images-dir", str(src), "--labels", str(csv), "--out", str(tmp_path / "o"),
-               "--map-label", "pneumonia=abnormal", "--default-view", "AP"])
+    rc = main(
+        [
+            "--images-dir",
+            str(src),
+            "--labels",
+            str(csv),
+            "--out",
+            str(tmp_path / "o"),
+            "--map-label",
+            "pneumonia=abnormal",
+            "--default-view",
+            "AP",
+        ]
+    )
     assert rc == 0 and "6 DICOM files" in capsys.readouterr().out
     assert pydicom.dcmread(tmp_path / "o" / "png" / "la.dcm").ViewPosition == "AP"  # default view
-    rc = main(["--images-dir", str(src), "--labels", str(csv), "--out", str(tmp_path / "o2"),
-               "--map-label", "pneumonia"])
+    rc = main(
+        ["--images-dir", str(src), "--labels", str(csv), "--out", str(tmp_path / "o2"), "--map-label", "pneumonia"]
+    )
     assert rc == 1 and "OLD=NEW" in capsys.readouterr().err
 
 

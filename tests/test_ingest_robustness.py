@@ -25,13 +25,25 @@ from pipeline.params import REPO_ROOT, validate_params
 # The stable reason each class must get (classes whose outcome depends on where the bytes flip
 # are only required to be accounted for).
 EXPECTED = {
-    "valid": None, "long_patient_fields": None, "view_control_chars": None, "deep_sequence": None,
-    "huge_rows": "too_large", "huge_rows_rle": "too_large", "deflate_bomb": "too_large",
-    "truncate_jpeg": "truncated_pixel_data", "truncate_j2k": "truncated_pixel_data",
-    "truncate_pixels": "truncated_pixel_data", "rescale_overflow": "invalid_rescale",
-    "rescale_zero": "invalid_rescale", "window_huge": "invalid_window", "window_nan": "invalid_window",
-    "constant_image": "blank_image", "empty": "not_dicom", "no_magic": "not_dicom",
-    "preamble_garbage": None, "voi_lut_bits": "invalid_voi_lut",
+    "valid": None,
+    "long_patient_fields": None,
+    "view_control_chars": None,
+    "deep_sequence": None,
+    "huge_rows": "too_large",
+    "huge_rows_rle": "too_large",
+    "deflate_bomb": "too_large",
+    "truncate_jpeg": "truncated_pixel_data",
+    "truncate_j2k": "truncated_pixel_data",
+    "truncate_pixels": "truncated_pixel_data",
+    "rescale_overflow": "invalid_rescale",
+    "rescale_zero": "invalid_rescale",
+    "window_huge": "invalid_window",
+    "window_nan": "invalid_window",
+    "constant_image": "blank_image",
+    "empty": "not_dicom",
+    "no_magic": "not_dicom",
+    "preamble_garbage": None,
+    "voi_lut_bits": "invalid_voi_lut",
 }
 
 
@@ -56,8 +68,12 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def run(corpus, tmp_path_factory) -> dict:
     folder, made = corpus
     out = tmp_path_factory.mktemp("out")
-    report = ingest(_params(out, folder), store_path=out / "images.npy", manifest_path=out / "manifest.csv",
-                    report_path=out / "ingest.json")
+    report = ingest(
+        _params(out, folder),
+        store_path=out / "images.npy",
+        manifest_path=out / "manifest.csv",
+        report_path=out / "ingest.json",
+    )
     return {"out": out, "report": report, "made": made}
 
 
@@ -121,8 +137,12 @@ def test_a_crashing_decoder_loses_no_other_file(corpus, run, tmp_path, monkeypat
         return real(task, config)
 
     monkeypatch.setattr(ingest_module, "process_file", crash_on_victim)  # inherited by forked workers
-    r = ingest(_params(tmp_path, folder), store_path=tmp_path / "s.npy", manifest_path=tmp_path / "m.csv",
-               report_path=tmp_path / "r.json")
+    r = ingest(
+        _params(tmp_path, folder),
+        store_path=tmp_path / "s.npy",
+        manifest_path=tmp_path / "m.csv",
+        report_path=tmp_path / "r.json",
+    )
     reasons = {f["file"]: f["reason"] for f in r["rejected_files"]}
     assert reasons[victim] == "decoder_crashed"
     assert r["accepted"] == run["report"]["accepted"] - 1  # every other file as before
@@ -149,8 +169,14 @@ def test_stage_quiet_logs(corpus, tmp_path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "CI": "1"}
     for stage in ("sources", "ingest"):
-        proc = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--root", str(tmp_path)], cwd=REPO_ROOT,
-                              env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", f"stages.{stage}", "--root", str(tmp_path)],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "rejected by reason" in proc.stderr + proc.stdout

@@ -72,16 +72,16 @@ def test_units_top_k_and_selection(model) -> None:
 def test_activation_maximisation_raises_the_unit_over_its_start(model) -> None:
     outs = I.group_outputs(model, SIZE)
     for group, channel in (("stage6", 3), ("stage7", 11), ("head_conv", 100)):
-        mx = I.maximise_unit(model, outs[group], channel, SIZE, steps=8, lr=0.05, l2=0.01,
-                             blur_every=4, seed=0)
+        mx = I.maximise_unit(model, outs[group], channel, SIZE, steps=8, lr=0.05, l2=0.01, blur_every=4, seed=0)
         assert mx.image.shape == (SIZE, SIZE) and mx.image.min() >= 0 and mx.image.max() <= 1
         assert mx.final > mx.start + 0.1, (group, mx.history)
         # The reported value is the unit's activation on the returned image.
         x = torch.from_numpy(mx.image)[None, None]
         assert float(I.unit_activation(model, outs[group], channel, x)[0]) == pytest.approx(mx.final, rel=1e-4)
     # Several units in one batch give each the result of its own run.
-    both = I.maximise_units(model, outs["head_conv"], [100, 7], SIZE, steps=8, lr=0.05, l2=0.01,
-                            blur_every=4, seeds=[0, 5])
+    both = I.maximise_units(
+        model, outs["head_conv"], [100, 7], SIZE, steps=8, lr=0.05, l2=0.01, blur_every=4, seeds=[0, 5]
+    )
     alone = I.maximise_unit(model, outs["head_conv"], 7, SIZE, steps=8, lr=0.05, l2=0.01, blur_every=4, seed=5)
     assert both[0].history == pytest.approx(mx.history, rel=1e-3, abs=1e-3)
     assert both[1].history == pytest.approx(alone.history, rel=1e-3, abs=1e-3)
@@ -111,16 +111,27 @@ def test_introspect_step_writes_json_and_figures(workspace) -> None:
     split = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
     make_processed(workspace, split, size=SIZE)
     raw = repo_params()
-    raw["introspect"] = {"last_groups": 2, "units_per_group": 2, "top_k": 3, "steps": 3,
-                         "feature_map_depths": 3, "feature_map_channels": 4, "batch_size": 4}
+    raw["introspect"] = {
+        "last_groups": 2,
+        "units_per_group": 2,
+        "top_k": 3,
+        "steps": 3,
+        "feature_map_depths": 3,
+        "feature_map_channels": 4,
+        "batch_size": 4,
+    }
     raw["train"]["num_threads"] = 1
     params = write_params(workspace.root, raw)
     torch.manual_seed(1)
     tuned = create_backbone(params.backbone, 2)
     with torch.no_grad():
         tuned.trunk.first_conv().weight.mul_(1.5)  # a visible "fine-tuning" of the stem
-    save_trained(workspace.path(FINETUNED), TrainResult(tuned, [], 0, {"image_size": SIZE}, "loss", False, None, ""),
-                 ("normal", "abnormal"), params.backbone)
+    save_trained(
+        workspace.path(FINETUNED),
+        TrainResult(tuned, [], 0, {"image_size": SIZE}, "loss", False, None, ""),
+        ("normal", "abnormal"),
+        params.backbone,
+    )
     doc = run_introspect(params, workspace)
     assert json.loads(workspace.path(REPORT).read_text())["units"]["figures"] == doc["units"]["figures"]
     assert doc["first_layer"]["relative_change"] == pytest.approx(0.5, rel=1e-5)

@@ -18,7 +18,9 @@ def _work(task: tuple[str, int, str]) -> int:
         os._exit(3)
     if kind == "hang":
         time.sleep(60)
-    if kind == "crash_once" and sum(1 for ln in open(log) if ln.strip() == str(x)) == 1:
+    with open(log) as fh:
+        runs = sum(1 for ln in fh if ln.strip() == str(x))
+    if kind == "crash_once" and runs == 1:
         os._exit(4)
     return x * x
 
@@ -36,7 +38,8 @@ def test_results_in_order_and_failures_isolated(tmp_path) -> None:
     assert isinstance(out[11], TimedOut) and out[11].seconds >= 2.0
     assert out[15] == 225  # died once, the retry succeeded
     assert [o for i, o in enumerate(out) if i not in (3, 11, 15)] == [i * i for i in range(20) if i not in (3, 11, 15)]
-    calls = [int(x) for x in open(log).read().split()]
+    with open(log) as fh:
+        calls = [int(x) for x in fh.read().split()]
     assert calls.count(3) == 2 and calls.count(15) == 2 and calls.count(0) == 1
 
 

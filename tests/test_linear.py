@@ -29,8 +29,9 @@ def _cfg(**over) -> Linear:
     return Linear(**base)
 
 
-def _problem(n_patients: int = 24, per_patient: int = 2, dim: int = 8, sep: float = 3.0,
-             n_classes: int = 2, seed: int = 0):
+def _problem(
+    n_patients: int = 24, per_patient: int = 2, dim: int = 8, sep: float = 3.0, n_classes: int = 2, seed: int = 0
+):
     """Patients with 1-2 images each; the class shifts the mean of the first feature(s)."""
     rng = np.random.default_rng(seed)
     patient_class = np.arange(n_patients) % n_classes
@@ -70,7 +71,7 @@ def test_fit_picks_c_from_grid_and_reports_curve() -> None:
     assert [r["C"] for r in table] == sorted(GRID)
     assert all(set(r) == set(CV_COLUMNS) for r in table)
     best = model.cv_info_.best_C
-    assert best in GRID and model.named_steps["logisticregression"].C == best
+    assert best in GRID and best == model.named_steps["logisticregression"].C
     assert best == max(table, key=lambda r: (r["cv_auroc"], -r["C"]))["C"]
     assert all(0.0 <= r["cv_auroc"] <= 1.0 and r["cv_auroc_std"] >= 0 for r in table)
     info = model.cv_info_
@@ -133,11 +134,16 @@ def _dataset(n_patients: int = 24, dim: int = 8):
     X, y, groups = _problem(n_patients=n_patients, dim=dim)
     n = len(y)
     split = np.where(np.isin(groups, [f"p{i:02d}" for i in range(18)]), "train", "val")
-    manifest = pd.DataFrame({"row": np.arange(n), "file": [f"f{i}.dcm" for i in range(n)],
-                             "patient": groups, "label": np.where(y == 1, "abnormal", "normal"),
-                             "split": split})
-    ds = Dataset(manifest=manifest, images=np.zeros((n, 4, 4), np.float16),
-                 classes=("normal", "abnormal"))
+    manifest = pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "file": [f"f{i}.dcm" for i in range(n)],
+            "patient": groups,
+            "label": np.where(y == 1, "abnormal", "normal"),
+            "split": split,
+        }
+    )
+    ds = Dataset(manifest=manifest, images=np.zeros((n, 4, 4), np.float16), classes=("normal", "abnormal"))
     return ds, X.astype(np.float32)
 
 
@@ -146,15 +152,15 @@ def test_fit_predict_linear_uses_only_views_of_its_train_rows() -> None:
     params = load_params(REPO_ROOT / "params.yaml")
     params = params.model_copy(update={"linear": _cfg()})
     train = ds.rows("train")
-    aug_index = pd.DataFrame({"aug_row": np.arange(2 * len(train)), "row": np.repeat(train, 2),
-                              "copy": np.tile([0, 1], len(train))})
+    aug_index = pd.DataFrame(
+        {"aug_row": np.arange(2 * len(train)), "row": np.repeat(train, 2), "copy": np.tile([0, 1], len(train))}
+    )
     aug_feats = np.repeat(feats[train], 2, axis=0) + 0.05
     subset = train[:24]  # a learning-curve fraction: the first 12 training patients
     ts = build_training_set(ds, feats, aug_feats, aug_index, subset, use_augmented=True)
     assert len(ts.y) == 24 * 3 and set(ts.rows) == set(subset)
     np.testing.assert_array_equal(ts.groups, ds.patients(ts.rows))
-    probs, table, best_C = fit_predict_linear(ds, feats, aug_feats, aug_index, subset,
-                                              ds.rows("val"), params)
+    probs, table, best_C = fit_predict_linear(ds, feats, aug_feats, aug_index, subset, ds.rows("val"), params)
     assert probs.shape == (len(ds.rows("val")), 2) and best_C in GRID and len(table) == len(GRID)
     off = build_training_set(ds, feats, aug_feats, aug_index, subset, use_augmented=False)
     assert len(off.y) == 24 and not off.is_augmented.any()

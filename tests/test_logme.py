@@ -130,12 +130,20 @@ def test_transferability_step_scores_reuses_and_skips(workspace, monkeypatch, tm
     f, _ = _separable(n=n, d=5)
     workspace.path(paths.FEATURES_DIR).mkdir(parents=True)
     np.save(workspace.path(paths.FEATURES), f.astype(np.float32))
-    workspace.path(paths.FEATURES_INFO).write_text(json.dumps({
-        "backbone": "efficientnet_lite0", "weights_source": "test", "D": 5,
-        "preprocessing": {"grey_to_rgb": "repeat"}}))
+    workspace.path(paths.FEATURES_INFO).write_text(
+        json.dumps(
+            {
+                "backbone": "efficientnet_lite0",
+                "weights_source": "test",
+                "D": 5,
+                "preprocessing": {"grey_to_rgb": "repeat"},
+            }
+        )
+    )
     workspace.train_log("linear").parent.mkdir(parents=True)
-    workspace.train_log("linear").write_text(json.dumps(
-        {"val_auroc": 0.75, "model_card": {"backbone": "efficientnet_lite0"}}))
+    workspace.train_log("linear").write_text(
+        json.dumps({"val_auroc": 0.75, "model_card": {"backbone": "efficientnet_lite0"}})
+    )
     raw = repo_params()
     raw["strategies"] = {"candidates": ["efficientnet_lite0", "efficientnet_lite1", "timm/resnet18"]}
     raw["features"]["batch_size"] = 8
@@ -151,7 +159,8 @@ def test_transferability_step_scores_reuses_and_skips(workspace, monkeypatch, tm
     assert lite1["n_train"] == 12 and np.isfinite(lite1["score"])
     assert skipped["status"] == "skipped" and "not found" in skipped["reason"]
     assert [r["name"] for r in doc["ranking"]] == sorted(
-        ["efficientnet_lite0", "efficientnet_lite1"], key=lambda k: -by[k]["score"])
+        ["efficientnet_lite0", "efficientnet_lite1"], key=lambda k: -by[k]["score"]
+    )
     corr = doc["correlation_with_val_auroc"]
     assert corr["rho"] is None and corr["val_auroc"] == {"efficientnet_lite0": 0.75}
     raw["strategies"] = {"candidates": ["resnet18"]}

@@ -236,9 +236,7 @@ def test_binary_metrics_at_threshold():
     assert r["specificity"]["value"] == pytest.approx(0.75)
     assert r["ppv"]["value"] == pytest.approx(0.75) and r["npv"]["value"] == pytest.approx(0.75)
     assert r["f1"] == pytest.approx(0.75) and r["balanced_accuracy"] == pytest.approx(0.75)
-    assert (r["sensitivity"]["ci_low"], r["sensitivity"]["ci_high"]) == pytest.approx(
-        M.wilson_ci(3, 4)[1:]
-    )
+    assert (r["sensitivity"]["ci_low"], r["sensitivity"]["ci_high"]) == pytest.approx(M.wilson_ci(3, 4)[1:])
     none_pos = M.binary_metrics_at(y, s, 2.0)
     assert math.isnan(none_pos["ppv"]["value"]) and none_pos["ppv"]["n"] == 0
 
@@ -269,8 +267,14 @@ def test_ovr_macro_matches_sklearn_and_bootstrap():
 def test_age_bands():
     labels = M.age_band_labels(np.array([5, 39.9, 40, 59, 60, 120, 130, np.nan]), [0, 40, 60, 120])
     assert labels.tolist() == [
-        "[0, 40)", "[0, 40)", "[40, 60)", "[40, 60)", "[60, 120]", "[60, 120]",
-        "unknown", "unknown",
+        "[0, 40)",
+        "[0, 40)",
+        "[40, 60)",
+        "[40, 60)",
+        "[60, 120]",
+        "[60, 120]",
+        "unknown",
+        "unknown",
     ]
 
 
@@ -283,7 +287,13 @@ def test_subgroup_flags():
     # 100 images in "A" (both classes), 15 in "B" (only positives), 5 in "C" (only positives)
     sex = np.array(["A"] * 100 + ["B"] * 15 + ["C"] * 5, dtype=object)
     rows = CL.subgroup_table(
-        y, probs, {"sex": sex}, np.arange(n), ["normal", "abnormal"], 1, min_size=30,
+        y,
+        probs,
+        {"sex": sex},
+        np.arange(n),
+        ["normal", "abnormal"],
+        1,
+        min_size=30,
         min_patients=1,
     )
     by = {r["group"]: r for r in rows}

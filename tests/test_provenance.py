@@ -10,9 +10,23 @@ import yaml
 from pipeline.contracts import Sources, SourceSet
 from pipeline.provenance import pipeline_outputs, reproducibility_record
 
-SOURCES = Sources(schema_version=1, hash="md5 (DVC)", sets=[SourceSet(
-    name="internal", role="internal", dicom_dir="/data/a", labels_csv="/data/a.csv", description=None,
-    dicom_dir_md5="abc.dir", n_files=3, size_bytes=10, labels_csv_md5="def")])
+SOURCES = Sources(
+    schema_version=1,
+    hash="md5 (DVC)",
+    sets=[
+        SourceSet(
+            name="internal",
+            role="internal",
+            dicom_dir="/data/a",
+            labels_csv="/data/a.csv",
+            description=None,
+            dicom_dir_md5="abc.dir",
+            n_files=3,
+            size_bytes=10,
+            labels_csv_md5="def",
+        )
+    ],
+)
 
 
 def _git(root: Path, *args: str) -> None:
@@ -23,9 +37,19 @@ def _project(root: Path) -> Path:
     (root / "pipeline").mkdir(parents=True)
     (root / "pipeline/x.py").write_text("x = 1\n")
     (root / "params.yaml").write_text("seed: 1\n")
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {
-        "cmd": "true", "outs": ["models/m.pt", {"reports/r.json": {"cache": False}}],
-        "metrics": [{"reports/metrics.json": {"cache": False}}]}}}))
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "s": {
+                        "cmd": "true",
+                        "outs": ["models/m.pt", {"reports/r.json": {"cache": False}}],
+                        "metrics": [{"reports/metrics.json": {"cache": False}}],
+                    }
+                }
+            }
+        )
+    )
     (root / "reports").mkdir()
     (root / "reports/r.json").write_text("{}")
     (root / "dvc.lock").write_text("schema: '2.0'\n")

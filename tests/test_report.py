@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import html as html_lib
-import re
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import report_inputs as RI
+
 from pipeline import paths
 from pipeline.report import render as R
 from pipeline.report.gradcam import GradcamUnavailable, pipeline_gradcam, select_cases
@@ -91,8 +91,10 @@ def test_numbers_come_from_the_json_reports(full) -> None:
     shown = f"{a['value']:.3f} ({a['ci_low']:.3f}–{a['ci_high']:.3f})"
     assert shown in _section_html(html, "results") and shown in md
     conf = ev["results"]["scratch"]["splits"]["external/site-b"]["at_threshold"]["confusion"]
-    row = f"| scratch | external/site-b | youden | {ev['results']['scratch']['operating_point']['threshold']:.3f} | " \
-          f"{conf['tp']} | {conf['fp']} | {conf['fn']} | {conf['tn']} |"
+    row = (
+        f"| scratch | external/site-b | youden | {ev['results']['scratch']['operating_point']['threshold']:.3f} | "
+        f"{conf['tp']} | {conf['fp']} | {conf['fn']} | {conf['tn']} |"
+    )
     assert row in md
     d = inp.diagnostics
     assert d["verdicts"]["scratch"]["text"] in _section_html(html, "overfitting")
@@ -108,7 +110,9 @@ def test_summary_is_hedged_when_the_paired_interval_includes_zero(full) -> None:
     answers = R.summary_answers(inp)
     assert len(answers) == 2 and all(a in html_lib.unescape(summary) for a in answers)
     comps = {(c["path_a"], c["path_b"]): c for c in inp.evaluation["comparisons"]["test"]}
-    aurocs = {p: inp.evaluation["results"][p]["splits"]["test"]["auroc"]["value"] for p in ("linear", "finetune", "scratch")}
+    aurocs = {
+        p: inp.evaluation["results"][p]["splits"]["test"]["auroc"]["value"] for p in ("linear", "finetune", "scratch")
+    }
     best, runner = sorted(aurocs, key=lambda p: -aurocs[p])[:2]
     c = comps.get((best, runner)) or comps[(runner, best)]
     if c["ci_low"] <= 0 <= c["ci_high"]:
@@ -118,14 +122,41 @@ def test_summary_is_hedged_when_the_paired_interval_includes_zero(full) -> None:
     # Constructed cases with known answers.
     fake = R.ReportInputs(params=inp.params)
     fake.evaluation = {
-        "paths": ["linear", "finetune", "scratch"], "splits": ["test"],
-        "results": {p: {"splits": {"test": {"n": 50, "n_patients": 40, "n_positive": 20,
-                                            "auroc": {"value": v, "ci_low": v - 0.1, "ci_high": min(1, v + 0.1)}}}}
-                    for p, v in (("linear", 0.80), ("finetune", 0.82), ("scratch", 0.60))},
-        "comparisons": {"test": [
-            {"path_a": "scratch", "path_b": "finetune", "difference": -0.22, "ci_low": -0.35, "ci_high": -0.09, "p_value": 0.001},
-            {"path_a": "linear", "path_b": "finetune", "difference": -0.02, "ci_low": -0.08, "ci_high": 0.04, "p_value": 0.5},
-        ]},
+        "paths": ["linear", "finetune", "scratch"],
+        "splits": ["test"],
+        "results": {
+            p: {
+                "splits": {
+                    "test": {
+                        "n": 50,
+                        "n_patients": 40,
+                        "n_positive": 20,
+                        "auroc": {"value": v, "ci_low": v - 0.1, "ci_high": min(1, v + 0.1)},
+                    }
+                }
+            }
+            for p, v in (("linear", 0.80), ("finetune", 0.82), ("scratch", 0.60))
+        },
+        "comparisons": {
+            "test": [
+                {
+                    "path_a": "scratch",
+                    "path_b": "finetune",
+                    "difference": -0.22,
+                    "ci_low": -0.35,
+                    "ci_high": -0.09,
+                    "p_value": 0.001,
+                },
+                {
+                    "path_a": "linear",
+                    "path_b": "finetune",
+                    "difference": -0.02,
+                    "ci_low": -0.08,
+                    "ci_high": 0.04,
+                    "p_value": 0.5,
+                },
+            ]
+        },
     }
     help_, best_ = R.summary_answers(fake)
     assert help_.startswith("Does the pretrained backbone help? Yes")
@@ -172,20 +203,34 @@ def test_missing_inputs_are_said_not_skipped(sparse) -> None:
 
 
 def test_select_cases_known_answer() -> None:
-    test = pd.DataFrame({
-        "row": [10, 11, 12, 13, 14, 15, 16, 17],
-        "label": ["abnormal", "abnormal", "normal", "normal", "abnormal", "normal", "normal", "abnormal"],
-        "prob_abnormal": [0.9, 0.7, 0.8, 0.1, 0.2, 0.3, 0.55, 0.95],
-    })
+    test = pd.DataFrame(
+        {
+            "row": [10, 11, 12, 13, 14, 15, 16, 17],
+            "label": ["abnormal", "abnormal", "normal", "normal", "abnormal", "normal", "normal", "abnormal"],
+            "prob_abnormal": [0.9, 0.7, 0.8, 0.1, 0.2, 0.3, 0.55, 0.95],
+        }
+    )
     got = select_cases(test, "prob_abnormal", "abnormal", 0.5, 2)
     assert [(c["outcome"], c["row"]) for c in got] == [
-        ("TP", 17), ("TP", 10), ("FP", 12), ("FP", 16), ("TN", 13), ("TN", 15), ("FN", 14)]
+        ("TP", 17),
+        ("TP", 10),
+        ("FP", 12),
+        ("FP", 16),
+        ("TN", 13),
+        ("TN", 15),
+        ("FN", 14),
+    ]
 
 
 def test_self_contained_check_rejects_remote_references() -> None:
     R.check_self_contained('<img src="data:image/png;base64,AAAA//8="><a href="#x">x</a>')
-    for bad in ('<script>alert(1)</script>', '<img src="//cdn.example/x.png">', '<a href="https://x.org">x</a>',
-                '<div style="background:url(http://x/y.png)"></div>', 'see http://example.org'):
+    for bad in (
+        "<script>alert(1)</script>",
+        '<img src="//cdn.example/x.png">',
+        '<a href="https://x.org">x</a>',
+        '<div style="background:url(http://x/y.png)"></div>',
+        "see http://example.org",
+    ):
         with pytest.raises(ValueError, match="self-contained"):
             R.check_self_contained(bad)
 
@@ -196,8 +241,16 @@ def test_params_are_shown_with_the_salt_masked() -> None:
 
 
 CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None)
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_screenshot_in_headless_chromium(full, tmp_path) -> None:
@@ -210,8 +263,9 @@ def test_screenshot_in_headless_chromium(full, tmp_path) -> None:
     url = (root / paths.REPORT_HTML).resolve().as_uri()
     shot = tmp_path / "report.png"
     base = [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,4000", url],
-                   capture_output=True, timeout=90, check=False)
+    subprocess.run(
+        [*base, f"--screenshot={shot}", "--window-size=1280,4000", url], capture_output=True, timeout=90, check=False
+    )
     assert shot.is_file() and shot.stat().st_size > 10_000
     from PIL import Image
 
@@ -234,8 +288,14 @@ def test_markdown_fences_survive_fenced_attribution_text(full) -> None:
 
 def test_text_is_html_escaped() -> None:
     """Text from the JSON reports and params (titles, notes, file names) must never become markup."""
-    sections = [{"id": "s1", "number": 1, "title": "A <b>title</b>",
-                 "blocks": [R.p("reuses predictions/<path>.csv & <script>alert(1)</script>")]}]
+    sections = [
+        {
+            "id": "s1",
+            "number": 1,
+            "title": "A <b>title</b>",
+            "blocks": [R.p("reuses predictions/<path>.csv & <script>alert(1)</script>")],
+        }
+    ]
     html = R.render_html("T <i>x</i>", sections, {})
     assert "predictions/&lt;path&gt;.csv &amp; &lt;script&gt;" in html
     assert "<script>" not in html and "<b>title</b>" not in html and "<i>x</i>" not in html

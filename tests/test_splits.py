@@ -24,11 +24,27 @@ def manifest(n_patients: int = 60, n_external: int = 5, seed: int = 0) -> pd.Dat
         label = "abnormal" if p % 3 == 0 else "normal"
         for _ in range(int(rng.integers(1, 7))):
             flip = rng.random() < 0.1
-            rows.append({"patient": f"{p:016x}", "label": ("normal" if label == "abnormal" else "abnormal") if flip else label,
-                         "source": "internal", "sex": "MF"[p % 2], "view": "PA" if p % 4 else "", "age": 30 + p})
+            rows.append(
+                {
+                    "patient": f"{p:016x}",
+                    "label": ("normal" if label == "abnormal" else "abnormal") if flip else label,
+                    "source": "internal",
+                    "sex": "MF"[p % 2],
+                    "view": "PA" if p % 4 else "",
+                    "age": 30 + p,
+                }
+            )
     for e in range(n_external):
-        rows.append({"patient": f"e{e:015x}", "label": "normal" if e % 2 else "abnormal", "source": "external",
-                     "sex": "U", "view": "AP", "age": np.nan})
+        rows.append(
+            {
+                "patient": f"e{e:015x}",
+                "label": "normal" if e % 2 else "abnormal",
+                "source": "external",
+                "sex": "U",
+                "view": "AP",
+                "age": np.nan,
+            }
+        )
     df = pd.DataFrame(rows)
     df.insert(0, "row", range(len(df)))
     return df
@@ -84,12 +100,19 @@ def test_report_counts() -> None:
     assert sum(r[x]["patients"] for x in ("train", "val", "test")) == 60
     for name in ("train", "val", "test", "external/external"):
         block = r[name]
-        assert sum(block["labels"].values()) == sum(block["sex"].values()) == sum(block["view"].values()) == block["images"]
+        assert (
+            sum(block["labels"].values())
+            == sum(block["sex"].values())
+            == sum(block["view"].values())
+            == block["images"]
+        )
     assert "unknown" in r["train"]["view"]  # empty view counted, not dropped
     assert r["external/external"]["age_mean"] is None and r["external/external"]["age_unknown"] == 5
     checks = r["checks"]
     assert {k: checks[k] for k in ("patient_disjoint", "external_patients_also_internal")} == {
-        "patient_disjoint": True, "external_patients_also_internal": 0}
+        "patient_disjoint": True,
+        "external_patients_also_internal": 0,
+    }
     assert checks["patients_forced_to_train"] == 0  # make_splits' default share 1.0 forces none
     assert set(checks["max_patient_share"]) == {"train", "val", "test"}
     assert r["settings"] == {"seed": 1}
@@ -133,8 +156,9 @@ def test_no_patient_dominates_val_or_test_and_none_is_dropped() -> None:
         rows += [{"patient": f"{p:016x}", "label": "abnormal" if p % 2 else "normal", "source": "internal"}] * n
     m = pd.DataFrame(rows)
     m.insert(0, "row", range(len(m)))
-    s = make_splits(m, val_fraction=0.15, test_fraction=0.15, seed=0, classes=["normal", "abnormal"],
-                    max_patient_share=0.10)
+    s = make_splits(
+        m, val_fraction=0.15, test_fraction=0.15, seed=0, classes=["normal", "abnormal"], max_patient_share=0.10
+    )
     assert len(s) == len(m)  # nothing dropped
     assert s.loc[s["patient"] == f"{0:016x}", "split"].eq("train").all()
     r = split_report(s, m)

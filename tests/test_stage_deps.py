@@ -45,20 +45,31 @@ def _tree(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_closure_follows_every_kind_of_import(tmp_path) -> None:
-    root = _tree(tmp_path, {
-        "stages/s.py": "from pipeline.steps.s import run_s\n",
-        "pipeline/__init__.py": "",
-        "pipeline/steps/__init__.py": "",
-        "pipeline/steps/s.py": "from pipeline import a\nimport numpy\n\ndef f():\n    import pipeline.sub.c\n",
-        "pipeline/a.py": "from pipeline.b import thing\n",
-        "pipeline/b.py": "thing = 1\n",
-        "pipeline/sub/__init__.py": "",
-        "pipeline/sub/c.py": "",
-        "pipeline/unused.py": "",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "stages/s.py": "from pipeline.steps.s import run_s\n",
+            "pipeline/__init__.py": "",
+            "pipeline/steps/__init__.py": "",
+            "pipeline/steps/s.py": "from pipeline import a\nimport numpy\n\ndef f():\n    import pipeline.sub.c\n",
+            "pipeline/a.py": "from pipeline.b import thing\n",
+            "pipeline/b.py": "thing = 1\n",
+            "pipeline/sub/__init__.py": "",
+            "pipeline/sub/c.py": "",
+            "pipeline/unused.py": "",
+        },
+    )
     got = {str(p) for p in stage_closure(root, "s")}
-    assert got == {"stages/s.py", "pipeline/__init__.py", "pipeline/steps/__init__.py", "pipeline/steps/s.py",
-                   "pipeline/a.py", "pipeline/b.py", "pipeline/sub/__init__.py", "pipeline/sub/c.py"}
+    assert got == {
+        "stages/s.py",
+        "pipeline/__init__.py",
+        "pipeline/steps/__init__.py",
+        "pipeline/steps/s.py",
+        "pipeline/a.py",
+        "pipeline/b.py",
+        "pipeline/sub/__init__.py",
+        "pipeline/sub/c.py",
+    }
     # A folder dep covers the modules below it; a missing import is named.
     assert covered(Path("pipeline/sub/c.py"), ["pipeline/sub"])
     deps = sorted(got - {"pipeline/b.py"})

@@ -37,8 +37,12 @@ def _site(folder: Path, n_patients: int, prefix: str, seed: int = 0) -> Path:
     for i in range(2 * n_patients):
         rel = f"{prefix}{i // 2:02d}/sub/img{i}.dcm"
         arr = chest_like(40, 36, bits=12, seed=seed + i)
-        write(folder / rel, make_dataset(arr, bits_stored=12, PatientID=f"{prefix}-ID-{i // 2}",
-                                         PatientName=PATIENT_NAME, PatientSex="MF"[i % 2]))
+        write(
+            folder / rel,
+            make_dataset(
+                arr, bits_stored=12, PatientID=f"{prefix}-ID-{i // 2}", PatientName=PATIENT_NAME, PatientSex="MF"[i % 2]
+            ),
+        )
         rows.append((rel, "abnormal" if (i // 2) % 2 else "normal"))
     pd.DataFrame(rows, columns=["file", "label"]).to_csv(folder / "labels.csv", index=False)
     return folder
@@ -47,8 +51,11 @@ def _site(folder: Path, n_patients: int, prefix: str, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sites")
-    return {"dev": _site(root / "dev", 12, "d"), "b": _site(root / "b", 3, "b", 100),
-            "c": _site(root / "c", 2, "c", 200)}
+    return {
+        "dev": _site(root / "dev", 12, "d"),
+        "b": _site(root / "b", 3, "b", 100),
+        "c": _site(root / "c", 2, "c", 200),
+    }
 
 
 def _params(root: Path, sites: dict[str, Path], external: object):
@@ -61,8 +68,7 @@ def _params(root: Path, sites: dict[str, Path], external: object):
 
 
 def _ext(sites, *names: str, description: str | None = None) -> list[dict]:
-    out = [{"name": f"site-{n}", "dicom_dir": str(sites[n]), "labels_csv": str(sites[n] / "labels.csv")}
-           for n in names]
+    out = [{"name": f"site-{n}", "dicom_dir": str(sites[n]), "labels_csv": str(sites[n] / "labels.csv")} for n in names]
     if description:
         out[0]["description"] = description
     return out
@@ -85,12 +91,24 @@ def test_stage_module_runs_as_dvc_runs_it(sites, tmp_path) -> None:
     """`python -m stages.<name> --root DIR` from the repository root, as in dvc.yaml."""
     _params(tmp_path, sites, [])
     env = {**os.environ, "CI": "1"}
-    proc = subprocess.run([sys.executable, "-m", "stages.sources", "--root", str(tmp_path)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.sources", "--root", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert [s["name"] for s in json.loads((tmp_path / SOURCES_FILE).read_text())["sets"]] == ["internal"]
-    bad = subprocess.run([sys.executable, "-m", "stages.ingest", "--root", str(tmp_path / "absent")],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "stages.ingest", "--root", str(tmp_path / "absent")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("ingest: ")
 
@@ -114,8 +132,7 @@ def test_every_stage_script_is_the_thin_cli() -> None:
 def test_sources_fingerprint_is_dvc_hash_and_tracks_content(sites, tmp_path) -> None:
     shutil.copytree(sites["b"], tmp_path / "b")
     raw = repo_params()
-    raw["data"].update(dicom_dir=str(tmp_path / "b"), labels_csv=str(tmp_path / "b" / "labels.csv"),
-                       external=[])
+    raw["data"].update(dicom_dir=str(tmp_path / "b"), labels_csv=str(tmp_path / "b" / "labels.csv"), external=[])
     ws = Workspace(tmp_path / "ws")
     params = write_params(ws.root, raw)
     first = run_sources(params, ws)
@@ -154,11 +171,31 @@ def test_ingest_and_split_with_zero_one_or_several_external_sets(sites, tmp_path
     params = _params(tmp_path, sites, external)
     ws = Workspace(tmp_path)
     with pytest.raises(SourceError, match="run the sources stage first"):
-        (ws.path(SOURCES_FILE).parent.mkdir(parents=True, exist_ok=True),
-         ws.path(SOURCES_FILE).write_text(json.dumps({"schema_version": 1, "hash": "md5 (DVC)", "sets": [
-             {"name": "other", "role": "internal", "dicom_dir": "x", "labels_csv": "x.csv", "description": None,
-              "dicom_dir_md5": "a.dir", "n_files": 1, "size_bytes": 1, "labels_csv_md5": "b"}]})),
-         run_ingest(params, ws))
+        (
+            ws.path(SOURCES_FILE).parent.mkdir(parents=True, exist_ok=True),
+            ws.path(SOURCES_FILE).write_text(
+                json.dumps(
+                    {
+                        "schema_version": 1,
+                        "hash": "md5 (DVC)",
+                        "sets": [
+                            {
+                                "name": "other",
+                                "role": "internal",
+                                "dicom_dir": "x",
+                                "labels_csv": "x.csv",
+                                "description": None,
+                                "dicom_dir_md5": "a.dir",
+                                "n_files": 1,
+                                "size_bytes": 1,
+                                "labels_csv_md5": "b",
+                            }
+                        ],
+                    }
+                )
+            ),
+            run_ingest(params, ws),
+        )
     run_sources(params, ws)
     report = run_ingest(params, ws)
     names = [e.name for e in params.data.external]
@@ -200,14 +237,19 @@ def test_augment_step_views_train_only(workspace) -> None:
 def test_evaluate_step_reports_each_external_set(workspace) -> None:
     rng = np.random.default_rng(3)
     n_pat = 160
-    split_of = rng.choice(["train", "val", "test", "ext-a", "ext-b"], size=n_pat, p=[.4, .2, .2, .1, .1])
+    split_of = rng.choice(["train", "val", "test", "ext-a", "ext-b"], size=n_pat, p=[0.4, 0.2, 0.2, 0.1, 0.1])
     rows = []
     for p in range(n_pat):
         for _ in range(2):
             s = split_of[p]
-            rows.append({"patient": f"{p:016x}", "label": "abnormal" if p % 2 else "normal",
-                         "split": "external" if s.startswith("ext") else s,
-                         "source": {"ext-a": "site-a", "ext-b": "site-b"}.get(s, "internal")})
+            rows.append(
+                {
+                    "patient": f"{p:016x}",
+                    "label": "abnormal" if p % 2 else "normal",
+                    "split": "external" if s.startswith("ext") else s,
+                    "source": {"ext-a": "site-a", "ext-b": "site-b"}.get(s, "internal"),
+                }
+            )
     man = pd.DataFrame(rows)
     man.insert(0, "row", range(len(man)))
     man["file"] = [f"f{i}.dcm" for i in range(len(man))]
@@ -216,8 +258,7 @@ def test_evaluate_step_reports_each_external_set(workspace) -> None:
     workspace.path(paths.PROCESSED).mkdir(parents=True)
     man.to_csv(workspace.manifest, index=False)
     raw = repo_params()
-    raw["data"]["external"] = [{"name": n, "dicom_dir": "x", "labels_csv": "y"}
-                               for n in ("site-a", "site-b", "site-c")]
+    raw["data"]["external"] = [{"name": n, "dicom_dir": "x", "labels_csv": "y"} for n in ("site-a", "site-b", "site-c")]
     raw["evaluate"]["bootstrap_samples"] = 100
     params = write_params(workspace.root, raw)
     with pytest.raises(Exception, match="no prediction files"):
@@ -226,8 +267,9 @@ def test_evaluate_step_reports_each_external_set(workspace) -> None:
     for name in ("linear", "scratch"):  # finetune missing: evaluated methods are those present
         p = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.25, len(man)), 0.01, 0.99)
         workspace.predictions(name).parent.mkdir(exist_ok=True)
-        man[["row", "file", "split", "source", "label"]].assign(
-            prob_normal=1 - p, prob_abnormal=p).to_csv(workspace.predictions(name), index=False)
+        man[["row", "file", "split", "source", "label"]].assign(prob_normal=1 - p, prob_abnormal=p).to_csv(
+            workspace.predictions(name), index=False
+        )
     metrics, ev = run_evaluate(params, workspace)
     assert set(metrics) == {"linear", "scratch"}
     assert list(metrics["linear"]) == ["test", "external/site-a", "external/site-b"]
@@ -256,23 +298,50 @@ def test_linear_step_end_to_end(workspace) -> None:
     proc = workspace.path(paths.PROCESSED)
     proc.mkdir(parents=True)
     np.save(workspace.store, np.zeros((n, 16, 16), np.float16))
-    manifest = pd.DataFrame({"row": range(n), "file": [f"f{i}.dcm" for i in range(n)],
-                             "source": "internal", "patient": groups,
-                             "label": np.where(y == 1, "abnormal", "normal")})
+    manifest = pd.DataFrame(
+        {
+            "row": range(n),
+            "file": [f"f{i}.dcm" for i in range(n)],
+            "source": "internal",
+            "patient": groups,
+            "label": np.where(y == 1, "abnormal", "normal"),
+        }
+    )
     manifest.to_csv(workspace.manifest, index=False)
     manifest.assign(split=split)[["row", "patient", "label", "split"]].to_csv(workspace.splits, index=False)
     train = np.flatnonzero(split == "train")
     pd.DataFrame({"aug_row": range(len(train)), "row": train, "copy": 0}).to_csv(
-        workspace.path(paths.AUGMENTED_INDEX), index=False)
+        workspace.path(paths.AUGMENTED_INDEX), index=False
+    )
     workspace.path(paths.FEATURES_DIR).mkdir(parents=True)
     np.save(workspace.path(paths.FEATURES), X.astype(np.float32))
     np.save(workspace.path(paths.AUGMENTED_FEATURES), (X[train] + 0.1).astype(np.float32))
-    workspace.path(paths.FEATURES_INFO).write_text(json.dumps({
-        "backbone": "efficientnet_lite0", "weights_source": "test", "weights_sha256": "ab" * 32, "num_features": 6,
-        "num_classes": 2, "preprocessing": {"scale": 255.0, "mean": [127.0] * 3, "std": [128.0] * 3, "in_chans": 3,
-                                            "grey_to_rgb": "repeat", "description": "test"},
-        "D": 6, "image_size": 16, "n_images": n, "n_augmented": len(train), "batch_size": 8, "device": "cpu",
-        "num_threads": 1}))
+    workspace.path(paths.FEATURES_INFO).write_text(
+        json.dumps(
+            {
+                "backbone": "efficientnet_lite0",
+                "weights_source": "test",
+                "weights_sha256": "ab" * 32,
+                "num_features": 6,
+                "num_classes": 2,
+                "preprocessing": {
+                    "scale": 255.0,
+                    "mean": [127.0] * 3,
+                    "std": [128.0] * 3,
+                    "in_chans": 3,
+                    "grey_to_rgb": "repeat",
+                    "description": "test",
+                },
+                "D": 6,
+                "image_size": 16,
+                "n_images": n,
+                "n_augmented": len(train),
+                "batch_size": 8,
+                "device": "cpu",
+                "num_threads": 1,
+            }
+        )
+    )
     raw = repo_params()
     raw["linear"].update(cv_folds=3, C_grid=GRID)
     params = write_params(workspace.root, raw)

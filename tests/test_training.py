@@ -175,8 +175,20 @@ def test_one_epoch_stage_writes_every_output(tmp_path, kind, classes, extra) -> 
 
     log = json.loads((tmp_path / "reports" / "train" / f"{kind}.json").read_text())
     card = log["model_card"]
-    for key in ("path", "backbone", "weights_source", "weights_sha256", "trained", "layer_groups",
-                "epochs_run", "best_epoch", "device", "wall_time_s", "image_size", "seed"):
+    for key in (
+        "path",
+        "backbone",
+        "weights_source",
+        "weights_sha256",
+        "trained",
+        "layer_groups",
+        "epochs_run",
+        "best_epoch",
+        "device",
+        "wall_time_s",
+        "image_size",
+        "seed",
+    ):
         assert key in card, key
     assert card["path"] == kind and card["epochs_run"] == 1 and card["image_size"] == SIZE
     assert (card["weights_sha256"] is None) == (kind == "scratch")
@@ -234,8 +246,7 @@ def test_warmup_and_unfreeze_leave_frozen_groups_bit_identical() -> None:
 
     params = _params(train={"epochs": 1}, finetune={"unfreeze_last_n": 1})
     res = train("finetune", ds, params, ds.rows("train"), ds.rows("val"), None, None)
-    changed = {k.split(".")[0] for k, v in pretrained.items()
-               if not torch.equal(res.final_state[f"trunk.net.{k}"], v)}
+    changed = {k.split(".")[0] for k, v in pretrained.items() if not torch.equal(res.final_state[f"trunk.net.{k}"], v)}
     assert changed == {"_conv_head", "_bn1"}  # only the last backbone group (head_conv) moved
 
 
@@ -250,7 +261,7 @@ def test_loader_thread_gives_the_same_batches_in_order() -> None:
     for ahead in (0, 2):
         got = list(iter_batches(images, batches, make_augmentation(cfg), 1, 2, ahead=ahead))
         assert [r.tolist() for r, _ in got] == [b.tolist() for b in batches]
-        assert all(np.array_equal(x, d) for (_, x), d in zip(got, direct))
+        assert all(np.array_equal(x, d) for (_, x), d in zip(got, direct, strict=False))
     # Augmentation depends on the epoch (new views each epoch) and really changes the image.
     other = load_batch(images, batches[0], make_augmentation(cfg), seed=1, epoch=3)
     assert not np.array_equal(other, direct[0])

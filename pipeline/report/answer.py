@@ -58,8 +58,10 @@ def method_flags(train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] |
         doc = log.model_dump() if hasattr(log, "model_dump") else dict(log or {})  # a contract model
         fit = doc.get("fit_check") or {}
         if fit.get("fits") is False:
-            out.append("did not fit its training data"
-                       + (f" (best train AUROC {_f(fit.get('train_auroc_max'))})" if fit.get("train_auroc_max") else ""))
+            out.append(
+                "did not fit its training data"
+                + (f" (best train AUROC {_f(fit.get('train_auroc_max'))})" if fit.get("train_auroc_max") else "")
+            )
         if fit.get("near_constant"):
             out.append("its outputs are near-constant")
         text = str((verdicts.get(method) or {}).get("text") or "")
@@ -101,12 +103,14 @@ def split_answer(ev: Mapping[str, Any], split: str, title: str, flags: Mapping[s
             else:
                 sentences.append(f"{m} vs scratch: not separated, {diff}.")
     elif BASELINE in flags:
-        sentences.append("Whether pretraining helps cannot be answered: the scratch baseline "
-                         + "; ".join(flags[BASELINE]) + ", so a comparison with it would flatter transfer.")
+        sentences.append(
+            "Whether pretraining helps cannot be answered: the scratch baseline "
+            + "; ".join(flags[BASELINE])
+            + ", so a comparison with it would flatter transfer."
+        )
     # Which method is best: one separated from every other method, and not flagged.
     candidates = [m for m in blocks if m not in flags]
-    best = [m for m in candidates
-            if all(_separated(_comparison(ev, split, m, o)) > 0 for o in blocks if o != m)]
+    best = [m for m in candidates if all(_separated(_comparison(ev, split, m, o)) > 0 for o in blocks if o != m)]
     if best:
         sentences.append(f"Best method on {title}: {best[0]} (separated from every other method).")
     else:
@@ -117,15 +121,21 @@ def split_answer(ev: Mapping[str, Any], split: str, title: str, flags: Mapping[s
             warnings.append(f"{m}: AUROC below chance (CI upper bound {_f(hi)}) on {title}.")
     share = blocks[next(iter(blocks))].get("largest_patient_share")
     if share is not None and share > MAX_PATIENT_SHARE:
-        warnings.append(f"One patient holds {share:.0%} of the images of {title}: the image-level numbers lean "
-                        "on that patient (the patient-level CIs and the patient-weighted AUROC account for it).")
+        warnings.append(
+            f"One patient holds {share:.0%} of the images of {title}: the image-level numbers lean "
+            "on that patient (the patient-level CIs and the patient-weighted AUROC account for it)."
+        )
     for m, why in flags.items():
         warnings.append(f"{m}: " + "; ".join(why) + " — flagged, not ranked.")
     return {"split": split, "title": title, "sentences": sentences, "warnings": warnings}
 
 
-def answer(ev: Mapping[str, Any] | None, train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] | None,
-           titles: Mapping[str, str]) -> list[dict[str, Any]]:
+def answer(
+    ev: Mapping[str, Any] | None,
+    train_logs: Mapping[str, Any],
+    diagnostics: Mapping[str, Any] | None,
+    titles: Mapping[str, str],
+) -> list[dict[str, Any]]:
     """One answer per evaluated split (test first, then each external set)."""
     if not ev:
         return []

@@ -143,8 +143,15 @@ def plot_trifecta(paths: Mapping[str, Mapping[str, Any]], out: str | Path) -> Pa
         conv = d.get("convergence")
         if conv:
             ax.axhline(conv["threshold"], color=_color(name), lw=0.8, ls=":")
-            ax.plot([conv["epoch"]], [va[list(ep).index(conv["epoch"])]], "s", color=_color(name), ms=7,
-                    mfc="none", label=f"{name}: 95% of best at epoch {conv['epoch']}")
+            ax.plot(
+                [conv["epoch"]],
+                [va[list(ep).index(conv["epoch"])]],
+                "s",
+                color=_color(name),
+                ms=7,
+                mfc="none",
+                label=f"{name}: 95% of best at epoch {conv['epoch']}",
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation AUROC")
     ax.set_ylim(0.0, 1.02)
@@ -171,7 +178,7 @@ def plot_roc_pr(evaluation: Mapping[str, Any], splits: Sequence[str], kind: str,
     if kind not in ("roc", "pr"):
         raise ValueError(f"kind must be roc or pr, got {kind}")
     fig, axes = plt.subplots(1, len(splits), figsize=(5.0 * len(splits), 4.4), squeeze=False)
-    for ax, split in zip(axes[0], splits):
+    for ax, split in zip(axes[0], splits, strict=False):
         for path, s in _split_results(evaluation, split):
             curves = (s.get("curves") or {}).get(kind) or []
             if not curves:
@@ -202,7 +209,7 @@ def plot_roc_pr(evaluation: Mapping[str, Any], splits: Sequence[str], kind: str,
 def plot_calibration(evaluation: Mapping[str, Any], splits: Sequence[str], out: str | Path) -> Path:
     """Reliability diagrams (mean predicted vs observed fraction positive per bin)."""
     fig, axes = plt.subplots(1, len(splits), figsize=(5.0 * len(splits), 4.4), squeeze=False)
-    for ax, split in zip(axes[0], splits):
+    for ax, split in zip(axes[0], splits, strict=False):
         for path, s in _split_results(evaluation, split):
             cal = s.get("calibration") or {}
             bins = [b for b in cal.get("bins", []) if b.get("mean_predicted") is not None and b.get("count")]
@@ -210,8 +217,14 @@ def plot_calibration(evaluation: Mapping[str, Any], splits: Sequence[str], out: 
                 continue
             x = [b["mean_predicted"] for b in bins]
             y = [b["fraction_positive"] for b in bins]
-            ax.plot(x, y, "-o", ms=4, color=_color(path),
-                    label=f"{path} ECE {_fmt(cal.get('ece'))}, Brier {_fmt(cal.get('brier'))}")
+            ax.plot(
+                x,
+                y,
+                "-o",
+                ms=4,
+                color=_color(path),
+                label=f"{path} ECE {_fmt(cal.get('ece'))}, Brier {_fmt(cal.get('brier'))}",
+            )
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
         ax.set_xlabel("mean predicted probability")
         ax.set_ylabel("observed fraction positive")
@@ -245,8 +258,15 @@ def plot_confusion(
             m = np.array([[conf["tn"], conf["fp"]], [conf["fn"], conf["tp"]]], dtype=float)
             ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1.0, m.max()))
             for (r, c), v in np.ndenumerate(m):
-                ax.text(c, r, f"{int(v)}", ha="center", va="center",
-                        color="white" if v > m.max() / 2 else "black", fontsize=11)
+                ax.text(
+                    c,
+                    r,
+                    f"{int(v)}",
+                    ha="center",
+                    va="center",
+                    color="white" if v > m.max() / 2 else "black",
+                    fontsize=11,
+                )
             ax.set_xticks([0, 1], [f"pred {neg}", f"pred {positive}"], fontsize=7)
             ax.set_yticks([0, 1], [f"true {neg}", f"true {positive}"], fontsize=7)
             thr = (res.get("operating_point") or {}).get("threshold")
@@ -266,7 +286,7 @@ def plot_gradcam_grid(
     fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, case, img, cam in zip(axes.ravel(), cases, images, cams):
+    for ax, case, img, cam in zip(axes.ravel(), cases, images, cams, strict=False):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
         ax.set_title(f"{case['outcome']} · row {case['row']}\np = {case['prob']:.3f}", fontsize=8)

@@ -158,6 +158,12 @@ def pipeline_gradcam(root: Path, params: Any, evaluation: dict | None, out_png: 
 
     model = load_trained(ckpt, device="cpu")
     return run_gradcam(
-        model, open_store(store), test, classes, positive, op.get("threshold"),
-        params.report.gradcam_per_outcome, out_png,
+        model,
+        open_store(store),
+        test,
+        classes,
+        positive,
+        op.get("threshold"),
+        params.report.gradcam_per_outcome,
+        out_png,
     )

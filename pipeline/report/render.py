@@ -279,8 +279,9 @@ def load_inputs(root: Path, params: Any, params_raw: Mapping[str, Any] | None = 
     inp.diagnostics = _read_plain(root / paths.DIAGNOSTICS, problems, str(paths.DIAGNOSTICS), C.Diagnostics)
     inp.features_info = _read_optional(root / paths.FEATURES_INFO, problems, str(paths.FEATURES_INFO), C.FeaturesInfo)
     for name in paths.PATHS:
-        log_ = _read_optional(root / paths.train_log(name), problems, str(paths.train_log(name)),
-                              C.train_log_model(name))
+        log_ = _read_optional(
+            root / paths.train_log(name), problems, str(paths.train_log(name)), C.train_log_model(name)
+        )
         if log_ is not None:
             inp.train_logs[name] = log_
     folders = [params.data.dicom_dir] + [e.dicom_dir for e in params.data.external]
@@ -358,10 +359,18 @@ def _comparison(inp: ReportInputs, split: str, a: str, b: str) -> dict | None:
         if c.get("path_a") == a and c.get("path_b") == b:
             return dict(c)
         if c.get("path_a") == b and c.get("path_b") == a:
-            neg = (lambda x: None if x is None else -x)
+
+            def neg(x: Any) -> Any:
+                return None if x is None else -x
+
             return {
-                **c, "path_a": a, "path_b": b, "auroc_a": c.get("auroc_b"), "auroc_b": c.get("auroc_a"),
-                "difference": neg(c.get("difference")), "ci_low": neg(c.get("ci_high")),
+                **c,
+                "path_a": a,
+                "path_b": b,
+                "auroc_a": c.get("auroc_b"),
+                "auroc_b": c.get("auroc_a"),
+                "difference": neg(c.get("difference")),
+                "ci_low": neg(c.get("ci_high")),
                 "ci_high": neg(c.get("ci_low")),
             }
     return None
@@ -395,7 +404,9 @@ def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
 def summary_answers(inp: ReportInputs) -> list[str]:
     """The two questions answered from the test-split numbers, hedged where intervals overlap."""
     split = "test"
-    paths_ = [p for p in _paths_present(inp) if _auroc(inp, p, split) and _auroc(inp, p, split).get("value") is not None]
+    paths_ = [
+        p for p in _paths_present(inp) if _auroc(inp, p, split) and _auroc(inp, p, split).get("value") is not None
+    ]
     if not paths_:
         return []
     au = {p: _auroc(inp, p, split) for p in paths_}
@@ -409,12 +420,15 @@ def summary_answers(inp: ReportInputs) -> list[str]:
     if pre and "scratch" in au:
         best_pre = max(pre, key=lambda p: au[p]["value"])
         c = _comparison(inp, split, best_pre, "scratch")
-        head = (f"{best_pre} AUROC {fblock(au[best_pre])} vs scratch {fblock(au['scratch'])}{n_txt}")
+        head = f"{best_pre} AUROC {fblock(au[best_pre])} vs scratch {fblock(au['scratch'])}{n_txt}"
         s = _separates(c)
         if s == 1:
             out.append(f"Does the pretrained backbone help? Yes, on this test set: {head}; {_diff_text(c)}.")
         elif s == -1:
-            out.append(f"Does the pretrained backbone help? No: training from scratch did better here: {head}; {_diff_text(c)}.")
+            out.append(
+                "Does the pretrained backbone help? No: training from scratch did better here: "
+                f"{head}; {_diff_text(c)}."
+            )
         elif s == 0:
             out.append(
                 f"Does the pretrained backbone help? Not shown: {head}; the paired {_diff_text(c)} "
@@ -424,11 +438,16 @@ def summary_answers(inp: ReportInputs) -> list[str]:
             ov = _overlap(au[best_pre], au["scratch"])
             verdict = (
                 "the 95% intervals overlap, so the difference is not established"
-                if ov else "the 95% intervals do not overlap" if ov is False else "intervals unavailable"
+                if ov
+                else "the 95% intervals do not overlap"
+                if ov is False
+                else "intervals unavailable"
             )
             out.append(f"Does the pretrained backbone help? {head}: {verdict} (no paired comparison available).")
     else:
-        out.append("Does the pretrained backbone help? Cannot say: the scratch path or every pretrained path is missing.")
+        out.append(
+            "Does the pretrained backbone help? Cannot say: the scratch path or every pretrained path is missing."
+        )
     # 2) which path is best?
     ranked = sorted(au, key=lambda p: -au[p]["value"])
     best = ranked[0]
@@ -440,7 +459,9 @@ def summary_answers(inp: ReportInputs) -> list[str]:
         s = _separates(c)
         order = ", ".join(f"{p} {fblock(au[p])}" for p in ranked)
         if s == 1:
-            out.append(f"Which path is best? {best}: test AUROC {order}; against the runner-up {runner}, {_diff_text(c)}.")
+            out.append(
+                f"Which path is best? {best}: test AUROC {order}; against the runner-up {runner}, {_diff_text(c)}."
+            )
         elif s == 0 or (s is None and _overlap(au[best], au[runner])):
             why = _diff_text(c) + " includes 0" if c else "their 95% intervals overlap"
             out.append(
@@ -464,19 +485,27 @@ def _section_summary(inp: ReportInputs) -> list[dict]:
             blocks.append(ul([f"⚠ {w}" for w in a["warnings"]]))
     answers = summary_answers(inp)
     if not answers:
-        blocks.append(missing("No test-split results: reports/evaluation.json and reports/metrics.json are "
-                              "missing or empty, so the questions cannot be answered."))
+        blocks.append(
+            missing(
+                "No test-split results: reports/evaluation.json and reports/metrics.json are "
+                "missing or empty, so the questions cannot be answered."
+            )
+        )
     for a in answers:
         blocks.append(callout(a))
     for e in inp.params.data.external:
         ext = [p for p in _paths_present(inp) if _auroc(inp, p, e.split_key)]
         if ext:
             b = _split_block(inp, ext[0], e.split_key) or {}
-            blocks.append(p(
-                f"{_split_title(inp, e.split_key)} (never used for training, thresholds or model choice"
-                + (f"; {b.get('n')} images, {b.get('n_positive')} positive" if b else "") + "): "
-                + "; ".join(f"{q} AUROC {fblock(_auroc(inp, q, e.split_key))}" for q in ext) + "."
-            ))
+            blocks.append(
+                p(
+                    f"{_split_title(inp, e.split_key)} (never used for training, thresholds or model choice"
+                    + (f"; {b.get('n')} images, {b.get('n_positive')} positive" if b else "")
+                    + "): "
+                    + "; ".join(f"{q} AUROC {fblock(_auroc(inp, q, e.split_key))}" for q in ext)
+                    + "."
+                )
+            )
         else:
             blocks.append(missing(f"External set `{e.name}` is configured but has no results in evaluation.json."))
     if not inp.params.data.external:
@@ -486,11 +515,13 @@ def _section_summary(inp: ReportInputs) -> list[dict]:
         blocks.append(p("Overfitting: " + " ".join(f"{k}: {v.get('text')}" for k, v in d["verdicts"].items())))
         for ref, c in ((d.get("learning_curve") or {}).get("scratch_catch_up") or {}).items():
             blocks.append(p(f"Learning curve (scratch vs {ref}): {c.get('text')}"))
-    blocks.append(p(
-        "AUROC is shown with its patient-level 95% confidence interval (clustered DeLong and patient bootstrap: "
-        "a patient's images are not independent); 'the data do not separate them' means "
-        "the interval of the paired difference includes zero. Research use only: see the limitations below."
-    ))
+    blocks.append(
+        p(
+            "AUROC is shown with its patient-level 95% confidence interval (clustered DeLong and patient bootstrap: "
+            "a patient's images are not independent); 'the data do not separate them' means "
+            "the interval of the paired difference includes zero. Research use only: see the limitations below."
+        )
+    )
     return blocks
 
 
@@ -502,12 +533,16 @@ def _section_intended_use(inp: ReportInputs) -> list[dict]:
     prm = inp.params
     cls = ", ".join(prm.data.classes)
     blocks = [
-        callout("Research use only. This is not a medical device and its outputs must not be used for "
-                "diagnosis, triage or any clinical decision."),
-        p(f"Intended use: to compare, on one labelled set of chest radiographs, three ways of transferring an "
-          f"ImageNet-pretrained backbone ({prm.backbone.name}) to the task '{cls}' "
-          f"(positive class: {prm.data.positive_class}) — frozen features with logistic regression, "
-          f"fine-tuning with per-layer-group learning rates, and the same network trained from scratch."),
+        callout(
+            "Research use only. This is not a medical device and its outputs must not be used for "
+            "diagnosis, triage or any clinical decision."
+        ),
+        p(
+            f"Intended use: to compare, on one labelled set of chest radiographs, three ways of transferring an "
+            f"ImageNet-pretrained backbone ({prm.backbone.name}) to the task '{cls}' "
+            f"(positive class: {prm.data.positive_class}) — frozen features with logistic regression, "
+            f"fine-tuning with per-layer-group learning rates, and the same network trained from scratch."
+        ),
         h3("Limitations"),
     ]
     lim = []
@@ -518,33 +553,44 @@ def _section_intended_use(inp: ReportInputs) -> list[dict]:
             "the pipeline working; they say nothing about clinical performance."
         )
     else:
-        lim.append(f"Images are resized to {prm.ingest.size} × {prm.ingest.size} px ({prm.ingest.fit}); fine detail "
-                   "visible at full resolution is lost.")
+        lim.append(
+            f"Images are resized to {prm.ingest.size} × {prm.ingest.size} px ({prm.ingest.fit}); fine detail "
+            "visible at full resolution is lost."
+        )
     n_txt = ""
     if inp.split:
         tot = _split_rows(inp)
         if tot:
-            n_txt = " (" + ", ".join(f"{r['split']}: {r['patients']} patients / {r['images']} images" for r in tot) + ")"
+            n_txt = (
+                " (" + ", ".join(f"{r['split']}: {r['patients']} patients / {r['images']} images" for r in tot) + ")"
+            )
     lim += [
         f"Small sample{n_txt}: confidence intervals are wide and a single split can favour any path by chance; "
         "patient-level splits prevent leakage but not sampling variability.",
         "Labels come from the labels CSV as given; no reader study was done"
-        + (" (the demo's NIH ChestX-ray14 labels were text-mined from radiology reports and are known to be noisy)."
-           if _is_demo(inp) else "."),
+        + (
+            " (the demo's NIH ChestX-ray14 labels were text-mined from radiology reports and are known to be noisy)."
+            if _is_demo(inp)
+            else "."
+        ),
         "Dataset shift: performance measured on one site's images need not carry over to other scanners, "
         "populations, disease prevalence or acquisition protocols; the operating point was chosen on the "
         "validation split of the development site.",
     ]
     for e in prm.data.external:
-        lim.append(f"External set `{e.name}`"
-                   + (f" ({e.description})" if e.description else "")
-                   + ": it may differ in age, equipment and disease spectrum from the development data, and a "
-                   "small set gives wide intervals; its results test generalisation, they do not validate "
-                   "clinical use.")
+        lim.append(
+            f"External set `{e.name}`"
+            + (f" ({e.description})" if e.description else "")
+            + ": it may differ in age, equipment and disease spectrum from the development data, and a "
+            "small set gives wide intervals; its results test generalisation, they do not validate "
+            "clinical use."
+        )
     if not prm.data.external:
         lim.append("No external site was configured: generalisation to other sites is untested.")
-    lim.append("Grad-CAM heatmaps are coarse (the last feature map is a few cells wide) and show where the "
-               "network's evidence is, not whether it is clinically meaningful.")
+    lim.append(
+        "Grad-CAM heatmaps are coarse (the last feature map is a few cells wide) and show where the "
+        "network's evidence is, not whether it is clinically meaningful."
+    )
     blocks.append(ul(lim))
     return blocks
 
@@ -552,13 +598,17 @@ def _section_intended_use(inp: ReportInputs) -> list[dict]:
 def _section_data_sources(inp: ReportInputs) -> list[dict]:
     d = inp.params.data
     rows = [["development", d.dicom_dir, d.labels_csv, "train / val / test"]]
-    rows += [[f"external `{e.name}`", e.dicom_dir, e.labels_csv, e.description or "(no description given)"]
-             for e in d.external]
+    rows += [
+        [f"external `{e.name}`", e.dicom_dir, e.labels_csv, e.description or "(no description given)"]
+        for e in d.external
+    ]
     blocks = [
         table(Table(["set", "DICOM folder", "labels CSV", "description"], rows)),
-        p(f"Classes: {', '.join(d.classes)}; positive class: {d.positive_class}. Labels come from the labels CSV "
-          "(columns file, label); patient, sex, age and view from the DICOM header. Patient IDs are stored only "
-          "as salted hashes; names and dates are never read into any output."),
+        p(
+            f"Classes: {', '.join(d.classes)}; positive class: {d.positive_class}. Labels come from the labels CSV "
+            "(columns file, label); patient, sex, age and view from the DICOM header. Patient IDs are stored only "
+            "as salted hashes; names and dates are never read into any output."
+        ),
     ]
     if not d.external:
         blocks.append(missing("No external data source is configured (data.external is empty)."))
@@ -567,7 +617,9 @@ def _section_data_sources(inp: ReportInputs) -> list[dict]:
             blocks.append(h3(f"Attribution: {folder}/ATTRIBUTION.md"))
             blocks.append(pre(strip_url_schemes(text.strip())))
     else:
-        blocks.append(missing("No ATTRIBUTION.md found in the data folders: provenance and licence are not documented here."))
+        blocks.append(
+            missing("No ATTRIBUTION.md found in the data folders: provenance and licence are not documented here.")
+        )
     return blocks
 
 
@@ -579,14 +631,24 @@ def _section_ingest(inp: ReportInputs) -> list[dict]:
     classes = list(inp.params.data.classes)
     rows = []
     for name, s in sources:
-        rows.append([name, fnum(s.seen), fnum(s.accepted), fnum(s.rejected), fnum(len(s.labels_without_file))]
-                    + [fnum(s.per_class.get(c, 0)) for c in classes]
-                    + [fnum(s.patients)])
+        rows.append(
+            [name, fnum(s.seen), fnum(s.accepted), fnum(s.rejected), fnum(len(s.labels_without_file))]
+            + [fnum(s.per_class.get(c, 0)) for c in classes]
+            + [fnum(s.patients)]
+        )
     blocks = [
-        p("Every file found is either accepted or rejected with a reason (accepted + rejected = seen). "
-          "'Labels without a file': rows of the labels CSV naming a file that was not found."),
-        table(Table(["set", "files seen", "accepted", "rejected", "labels without a file"]
-                    + [f"accepted: {c}" for c in classes] + ["patients"], rows)),
+        p(
+            "Every file found is either accepted or rejected with a reason (accepted + rejected = seen). "
+            "'Labels without a file': rows of the labels CSV naming a file that was not found."
+        ),
+        table(
+            Table(
+                ["set", "files seen", "accepted", "rejected", "labels without a file"]
+                + [f"accepted: {c}" for c in classes]
+                + ["patients"],
+                rows,
+            )
+        ),
     ]
     reasons = sorted({r for _, s in sources for r in s.reasons})
     if reasons:
@@ -596,8 +658,12 @@ def _section_ingest(inp: ReportInputs) -> list[dict]:
         blocks.append(p("No file was rejected."))
     if len(sources) == 1:
         blocks.append(missing("No external set was ingested."))
-    blocks.append(p("The names of rejected files are listed in reports/ingest.json and not reproduced here, "
-                    "because file names can carry patient identifiers."))
+    blocks.append(
+        p(
+            "The names of rejected files are listed in reports/ingest.json and not reproduced here, "
+            "because file names can carry patient identifiers."
+        )
+    )
     return blocks
 
 
@@ -611,8 +677,10 @@ def _split_stats(inp: ReportInputs) -> dict[str, C.SplitStats]:
 
 
 def _split_rows(inp: ReportInputs) -> list[dict[str, Any]]:
-    return [{"split": name, "patients": st.patients, "images": st.images, "labels": st.labels}
-            for name, st in _split_stats(inp).items()]
+    return [
+        {"split": name, "patients": st.patients, "images": st.images, "labels": st.labels}
+        for name, st in _split_stats(inp).items()
+    ]
 
 
 def _section_flow(inp: ReportInputs) -> list[dict]:
@@ -624,21 +692,30 @@ def _section_flow(inp: ReportInputs) -> list[dict]:
     classes = list(inp.params.data.classes)
     steps = []
     if ing:
-        steps.append(f"Development site: {fnum(ing.seen)} files found → {fnum(ing.accepted)} accepted "
-                     f"({fnum(ing.rejected)} rejected, see Ingest).")
+        steps.append(
+            f"Development site: {fnum(ing.seen)} files found → {fnum(ing.accepted)} accepted "
+            f"({fnum(ing.rejected)} rejected, see Ingest)."
+        )
     dev = [r for r in rows if not r["split"].startswith("external")]
     if dev:
-        steps.append("Split by patient (no patient in two splits): " + "; ".join(
-            f"{r['split']} {fnum(r['patients'])} patients / {fnum(r['images'])} images" for r in dev) + ".")
+        steps.append(
+            "Split by patient (no patient in two splits): "
+            + "; ".join(f"{r['split']} {fnum(r['patients'])} patients / {fnum(r['images'])} images" for r in dev)
+            + "."
+        )
     ext = [r for r in rows if r["split"].startswith("external/")]
     by_split = {r["split"]: r for r in ext}
-    for name, e in (ing.external.items() if ing else []):
+    for name, e in ing.external.items() if ing else []:
         r = by_split.get(f"external/{name}")
-        steps.append(f"{_split_title(inp, f'external/{name}')}: {fnum(e.seen)} files found → "
-                     f"{fnum(e.accepted)} accepted"
-                     + (f" → {fnum(r['patients'])} patients / {fnum(r['images'])} images, never trained on." if r else "."))
+        steps.append(
+            f"{_split_title(inp, f'external/{name}')}: {fnum(e.seen)} files found → "
+            f"{fnum(e.accepted)} accepted"
+            + (f" → {fnum(r['patients'])} patients / {fnum(r['images'])} images, never trained on." if r else ".")
+        )
     blocks.append(ul(steps))
-    t_rows = [[r["split"], fnum(r["patients"]), fnum(r["images"])] + [fnum(r["labels"].get(c)) for c in classes] for r in rows]
+    t_rows = [
+        [r["split"], fnum(r["patients"]), fnum(r["images"])] + [fnum(r["labels"].get(c)) for c in classes] for r in rows
+    ]
     blocks.append(table(Table(["split", "patients", "images"] + [f"images: {c}" for c in classes], t_rows)))
     if not ext:
         blocks.append(missing("No external split."))
@@ -657,10 +734,17 @@ def _section_demographics(inp: ReportInputs) -> list[dict]:
         rows = [[str(k)] + [fnum(counts[s].get(k, 0)) for s in stats] for k in keys]
         blocks.append(table(Table([label.split(" (")[0]] + list(stats), rows)))
     blocks.append(h3("Age (years)"))
-    blocks.append(table(Table(
-        ["Age"] + list(stats),
-        [["mean"] + [fnum(v.age_mean, 1) for v in stats.values()],
-         ["unknown (images)"] + [fnum(v.age_unknown) for v in stats.values()]])))
+    blocks.append(
+        table(
+            Table(
+                ["Age"] + list(stats),
+                [
+                    ["mean"] + [fnum(v.age_mean, 1) for v in stats.values()],
+                    ["unknown (images)"] + [fnum(v.age_unknown) for v in stats.values()],
+                ],
+            )
+        )
+    )
     return blocks
 
 
@@ -680,17 +764,23 @@ def _section_model_cards(inp: ReportInputs) -> list[dict]:
             ["weights source", c.weights_source],
             ["weights sha256", c.weights_sha256 or "none (random initialisation)"],
             ["what was trained", c.trained],
-            ["epochs run / kept epoch", f"{fnum(c.epochs_run)} / {fnum(c.best_epoch)}"
-             if c.epochs_run is not None else "no epochs (closed-form convex fit)"],
+            [
+                "epochs run / kept epoch",
+                f"{fnum(c.epochs_run)} / {fnum(c.best_epoch)}"
+                if c.epochs_run is not None
+                else "no epochs (closed-form convex fit)",
+            ],
             ["device", c.device],
             ["wall time", f"{fnum(c.wall_time_s, 1)} s"],
             ["image size", f"{fnum(c.image_size)} px"],
             ["seed", fnum(c.seed)],
         ]
         if isinstance(c, C.LinearModelCard):
-            rows += [["C (chosen by grouped CV)", fsci(c.C)],
-                     ["CV folds used / requested", f"{fnum(c.cv_folds)} / {fnum(c.cv_folds_requested)}"],
-                     ["frozen", c.frozen]]
+            rows += [
+                ["C (chosen by grouped CV)", fsci(c.C)],
+                ["CV folds used / requested", f"{fnum(c.cv_folds)} / {fnum(c.cv_folds_requested)}"],
+                ["frozen", c.frozen],
+            ]
             if fi:
                 rows.append(["feature dimension", fnum(fi.D)])
         else:
@@ -698,11 +788,15 @@ def _section_model_cards(inp: ReportInputs) -> list[dict]:
         blocks.append(table(Table(["item", "value"], rows)))
         groups = c.layer_groups
         if groups:
-            blocks.append(table(Table(
-                ["layer group", "learning rate", "parameters", "trainable"],
-                [[g.name, fsci(g.lr), fnum(g.n_params), "yes" if g.trainable else "no"] for g in groups],
-                caption=f"{name}: learning rate per layer group",
-            )))
+            blocks.append(
+                table(
+                    Table(
+                        ["layer group", "learning rate", "parameters", "trainable"],
+                        [[g.name, fsci(g.lr), fnum(g.n_params), "yes" if g.trainable else "no"] for g in groups],
+                        caption=f"{name}: learning rate per layer group",
+                    )
+                )
+            )
         elif name == "linear":
             blocks.append(p("No backbone layer is trained: the embeddings were computed once, without gradients."))
     return blocks
@@ -712,14 +806,16 @@ def _section_results(inp: ReportInputs) -> list[dict]:
     if not inp.evaluation:
         return [missing(f"Evaluation unavailable: {inp.problems.get('reports/evaluation.json', 'missing')}.")]
     ev = inp.evaluation
-    blocks: list[dict] = [p(
-        "AUROC with its patient-level 95% interval (the wider of the clustered DeLong, Obuchowski 1997, and the "
-        "patient bootstrap), the image-level DeLong interval for reference (it treats images as independent and "
-        "is too narrow when patients have several images), and the patient-weighted AUROC; AP = average "
-        "precision; sensitivity, specificity, PPV and NPV at the operating point chosen on the validation split "
-        "(method: " + str((ev.get("settings") or {}).get("operating_point")) + "), with Wilson 95% intervals "
-        "and counts k/n; Brier score and expected calibration error (ECE) of the positive-class probability."
-    )]
+    blocks: list[dict] = [
+        p(
+            "AUROC with its patient-level 95% interval (the wider of the clustered DeLong, Obuchowski 1997, and the "
+            "patient bootstrap), the image-level DeLong interval for reference (it treats images as independent and "
+            "is too narrow when patients have several images), and the patient-weighted AUROC; AP = average "
+            "precision; sensitivity, specificity, PPV and NPV at the operating point chosen on the validation split "
+            "(method: " + str((ev.get("settings") or {}).get("operating_point")) + "), with Wilson 95% intervals "
+            "and counts k/n; Brier score and expected calibration error (ECE) of the positive-class probability."
+        )
+    ]
     for note in ev.get("notes") or []:
         blocks.append(p(f"Note: {note}"))
     if not inp.params.data.external:
@@ -736,18 +832,46 @@ def _section_results(inp: ReportInputs) -> list[dict]:
                 continue
             at = b.get("at_threshold") or {}
             cal = b.get("calibration") or {}
-            op = (ev["results"][path].get("operating_point") or {})
-            rows.append([
-                path, f"{fnum(b.get('n'))} ({fnum(b.get('n_positive'))} pos, {fnum(b.get('n_patients'))} pts)",
-                fblock(b.get("auroc")), fblock(b.get("auroc_image")), fnum(b.get("auroc_patient_weighted")),
-                fnum(b.get("average_precision")),
-                fprop(at.get("sensitivity")), fprop(at.get("specificity")), fprop(at.get("ppv")), fprop(at.get("npv")),
-                fnum(cal.get("brier")), fnum(cal.get("ece")), fnum(op.get("threshold")),
-            ])
-        blocks.append(table(Table(
-            ["path", "n", "AUROC (patient-level CI)", "AUROC (image-level CI)", "AUROC patient-weighted", "AP",
-             "sensitivity", "specificity", "PPV",
-             "NPV", "Brier", "ECE", "threshold"], rows)))
+            op = ev["results"][path].get("operating_point") or {}
+            rows.append(
+                [
+                    path,
+                    f"{fnum(b.get('n'))} ({fnum(b.get('n_positive'))} pos, {fnum(b.get('n_patients'))} pts)",
+                    fblock(b.get("auroc")),
+                    fblock(b.get("auroc_image")),
+                    fnum(b.get("auroc_patient_weighted")),
+                    fnum(b.get("average_precision")),
+                    fprop(at.get("sensitivity")),
+                    fprop(at.get("specificity")),
+                    fprop(at.get("ppv")),
+                    fprop(at.get("npv")),
+                    fnum(cal.get("brier")),
+                    fnum(cal.get("ece")),
+                    fnum(op.get("threshold")),
+                ]
+            )
+        blocks.append(
+            table(
+                Table(
+                    [
+                        "path",
+                        "n",
+                        "AUROC (patient-level CI)",
+                        "AUROC (image-level CI)",
+                        "AUROC patient-weighted",
+                        "AP",
+                        "sensitivity",
+                        "specificity",
+                        "PPV",
+                        "NPV",
+                        "Brier",
+                        "ECE",
+                        "threshold",
+                    ],
+                    rows,
+                )
+            )
+        )
     return blocks
 
 
@@ -781,15 +905,29 @@ def _section_confusion(inp: ReportInputs, figs: dict[str, Figure]) -> list[dict]
             b = _split_block(inp, path, split) or {}
             conf = (b.get("at_threshold") or {}).get("confusion")
             if conf:
-                rows.append([path, split, str(method), fnum(op.get("threshold")), fnum(conf.get("tp")),
-                             fnum(conf.get("fp")), fnum(conf.get("fn")), fnum(conf.get("tn"))])
+                rows.append(
+                    [
+                        path,
+                        split,
+                        str(method),
+                        fnum(op.get("threshold")),
+                        fnum(conf.get("tp")),
+                        fnum(conf.get("fp")),
+                        fnum(conf.get("fn")),
+                        fnum(conf.get("tn")),
+                    ]
+                )
             else:
                 rows.append([path, split, str(method), fnum(op.get("threshold")), "n/a", "n/a", "n/a", "n/a"])
                 if op.get("note"):
                     blocks.append(p(f"{path}: {op['note']}"))
-    blocks.append(p("The threshold of each path was fixed on the validation split before the test and external "
-                    "sets were scored (pre-registered); a case is called positive when its probability is at or "
-                    "above the threshold."))
+    blocks.append(
+        p(
+            "The threshold of each path was fixed on the validation split before the test and external "
+            "sets were scored (pre-registered); a case is called positive when its probability is at or "
+            "above the threshold."
+        )
+    )
     blocks.append(table(Table(["path", "split", "operating point", "threshold", "TP", "FP", "FN", "TN"], rows)))
     if figs.get("confusion"):
         blocks.append(figure(figs["confusion"]))
@@ -800,16 +938,30 @@ def _section_comparisons(inp: ReportInputs) -> list[dict]:
     ev = inp.evaluation
     if not ev:
         return [missing("Evaluation unavailable: no paired comparisons.")]
-    blocks: list[dict] = [p("Each pair of methods on the same images (paired, patient-level test of the AUROC difference, "
-                            "A minus B). A 95% interval that includes 0 means the data do not separate the two; "
-                            "p-values are not corrected for the three comparisons.")]
+    blocks: list[dict] = [
+        p(
+            "Each pair of methods on the same images (paired, patient-level test of the AUROC difference, "
+            "A minus B). A 95% interval that includes 0 means the data do not separate the two; "
+            "p-values are not corrected for the three comparisons."
+        )
+    ]
     for split in _configured_splits(inp):
         comps = (ev.get("comparisons") or {}).get(split)
         if not comps:
             blocks.append(missing(f"No paired comparisons for {split}."))
             continue
-        rows = [[c.get("path_a"), c.get("path_b"), fnum(c.get("n")), fnum(c.get("auroc_a")), fnum(c.get("auroc_b")),
-                 fdiff(c.get("difference"), c.get("ci_low"), c.get("ci_high")), fp(c.get("p_value"))] for c in comps]
+        rows = [
+            [
+                c.get("path_a"),
+                c.get("path_b"),
+                fnum(c.get("n")),
+                fnum(c.get("auroc_a")),
+                fnum(c.get("auroc_b")),
+                fdiff(c.get("difference"), c.get("ci_low"), c.get("ci_high")),
+                fp(c.get("p_value")),
+            ]
+            for c in comps
+        ]
         blocks.append(h3(_split_title(inp, split)))
         blocks.append(table(Table(["A", "B", "n", "AUROC A", "AUROC B", "difference (95% CI)", "p"], rows)))
     return blocks
@@ -820,11 +972,14 @@ def _section_subgroups(inp: ReportInputs) -> list[dict]:
     if not ev:
         return [missing("Evaluation unavailable: no subgroup analysis.")]
     st = ev.get("settings") or {}
-    blocks: list[dict] = [p(
-        f"AUROC (patient-level 95% CI) per subgroup of sex, age band and view. ⚑ marks a flagged subgroup: fewer than "
-        f"{fnum(st.get('min_subgroup_size'))} images or a single class (its AUROC is unreliable or undefined). "
-        "Subgroup results are exploratory."
-    )]
+    blocks: list[dict] = [
+        p(
+            "AUROC (patient-level 95% CI) per subgroup of sex, age band and view. "
+            f"⚑ marks a flagged subgroup: fewer than "
+            f"{fnum(st.get('min_subgroup_size'))} images or a single class (its AUROC is unreliable or undefined). "
+            "Subgroup results are exploratory."
+        )
+    ]
     for split in _configured_splits(inp):
         if split not in _splits_present(inp):
             blocks.append(missing(f"No subgroups for {split}: it was not evaluated."))
@@ -833,17 +988,30 @@ def _section_subgroups(inp: ReportInputs) -> list[dict]:
         for path in _paths_present(inp):
             for g in (_split_block(inp, path, split) or {}).get("subgroups") or []:
                 flag = g.get("flagged")
-                rows.append([
-                    path, str(g.get("attribute")), ("⚑ " if flag else "") + str(g.get("group")), fnum(g.get("n")),
-                    fnum(g.get("n_patients")), fnum(g.get("n_positive")),
-                    fci(g.get("auroc"), g.get("ci_low"), g.get("ci_high")),
-                    "; ".join(g.get("flags") or []) if flag else "",
-                ])
+                rows.append(
+                    [
+                        path,
+                        str(g.get("attribute")),
+                        ("⚑ " if flag else "") + str(g.get("group")),
+                        fnum(g.get("n")),
+                        fnum(g.get("n_patients")),
+                        fnum(g.get("n_positive")),
+                        fci(g.get("auroc"), g.get("ci_low"), g.get("ci_high")),
+                        "; ".join(g.get("flags") or []) if flag else "",
+                    ]
+                )
                 classes.append("flagged" if flag else "")
         blocks.append(h3(_split_title(inp, split)))
         if rows:
-            blocks.append(table(Table(["path", "attribute", "group", "n", "patients", "positive", "AUROC (95% CI)", "flag"],
-                                      rows, row_classes=classes)))
+            blocks.append(
+                table(
+                    Table(
+                        ["path", "attribute", "group", "n", "patients", "positive", "AUROC (95% CI)", "flag"],
+                        rows,
+                        row_classes=classes,
+                    )
+                )
+            )
         else:
             blocks.append(missing(f"No subgroup rows in evaluation.json for the {split} split."))
     return blocks
@@ -857,11 +1025,16 @@ def _section_overfitting(inp: ReportInputs, figs: dict[str, Figure]) -> list[dic
     defs = d.get("definitions") or {}
     blocks: list[dict] = [
         h3("Verdicts"),
-        p(f"Rules (diagnose.gap_mild = {fnum(r.get('gap_mild'), 2)}, diagnose.gap_severe = {fnum(r.get('gap_severe'), 2)}, "
-          f"diagnose.overfit_k = {fnum(r.get('overfit_k'))}): {defs.get('verdict', '')}"),
+        p(
+            f"Rules (diagnose.gap_mild = {fnum(r.get('gap_mild'), 2)}, "
+            f"diagnose.gap_severe = {fnum(r.get('gap_severe'), 2)}, "
+            f"diagnose.overfit_k = {fnum(r.get('overfit_k'))}): {defs.get('verdict', '')}"
+        ),
     ]
-    vt = [[k, str(v.get("level")), fnum(v.get("gap")), "yes" if v.get("onset") else "no", str(v.get("text"))]
-          for k, v in (d.get("verdicts") or {}).items()]
+    vt = [
+        [k, str(v.get("level")), fnum(v.get("gap")), "yes" if v.get("onset") else "no", str(v.get("text"))]
+        for k, v in (d.get("verdicts") or {}).items()
+    ]
     blocks.append(table(Table(["path", "verdict", "AUROC gap", "onset", "why"], vt)))
     paths_ = d.get("paths") or {}
     ep_rows = []
@@ -870,19 +1043,45 @@ def _section_overfitting(inp: ReportInputs, figs: dict[str, Figure]) -> list[dic
         if not x:
             continue
         ab, al, on = x.get("at_best") or {}, x.get("at_last") or {}, x.get("overfit_onset")
-        ep_rows.append([
-            name, f"{fnum(x.get('best_epoch'))} of {fnum(x.get('epochs_run'))}",
-            f"{fnum(ab.get('train_auroc'))} / {fnum(ab.get('val_auroc'))}", fnum(ab.get("auroc_gap")), fnum(ab.get("loss_gap")),
-            f"{fnum(al.get('train_auroc'))} / {fnum(al.get('val_auroc'))}", fnum(al.get("auroc_gap")), fnum(al.get("loss_gap")),
-            f"epoch {on['epoch']} (val loss lowest at epoch {on['rise_after_epoch']})" if on else "none",
-        ])
+        ep_rows.append(
+            [
+                name,
+                f"{fnum(x.get('best_epoch'))} of {fnum(x.get('epochs_run'))}",
+                f"{fnum(ab.get('train_auroc'))} / {fnum(ab.get('val_auroc'))}",
+                fnum(ab.get("auroc_gap")),
+                fnum(ab.get("loss_gap")),
+                f"{fnum(al.get('train_auroc'))} / {fnum(al.get('val_auroc'))}",
+                fnum(al.get("auroc_gap")),
+                fnum(al.get("loss_gap")),
+                f"epoch {on['epoch']} (val loss lowest at epoch {on['rise_after_epoch']})" if on else "none",
+            ]
+        )
     blocks.append(h3("Loss and AUROC curves"))
     if ep_rows:
-        blocks.append(table(Table(
-            ["path", "kept epoch", "train / val AUROC at kept", "AUROC gap (kept)", "loss gap (kept)",
-             "train / val AUROC at last", "AUROC gap (last)", "loss gap (last)", "overfitting onset"], ep_rows)))
-        blocks.append(p(f"Gap definitions: {defs.get('auroc_gap', '')} {defs.get('loss_gap', '')} "
-                        f"Onset: {defs.get('overfit_onset', '')}"))
+        blocks.append(
+            table(
+                Table(
+                    [
+                        "path",
+                        "kept epoch",
+                        "train / val AUROC at kept",
+                        "AUROC gap (kept)",
+                        "loss gap (kept)",
+                        "train / val AUROC at last",
+                        "AUROC gap (last)",
+                        "loss gap (last)",
+                        "overfitting onset",
+                    ],
+                    ep_rows,
+                )
+            )
+        )
+        blocks.append(
+            p(
+                f"Gap definitions: {defs.get('auroc_gap', '')} {defs.get('loss_gap', '')} "
+                f"Onset: {defs.get('overfit_onset', '')}"
+            )
+        )
     else:
         blocks.append(missing("No epoch-trained path in diagnostics.json."))
     for key in ("diagnose_curves",):
@@ -897,70 +1096,154 @@ def _section_overfitting(inp: ReportInputs, figs: dict[str, Figure]) -> list[dic
             if not t:
                 continue
             test = t.get("test") or {}
-            rows.append([
-                name, fnum(t.get("start_val_auroc")),
-                "n/a" if t.get("convergence_epochs") is None else f"{t['convergence_epochs']} epochs"
-                + (f" ({fnum(t.get('convergence_seconds'), 0)} s)" if t.get("convergence_seconds") is not None else ""),
-                fnum(t.get("best_val_auroc", t.get("best_cv_auroc"))) if t.get("best_val_auroc") is not None
-                else f"{fnum(t.get('best_cv_auroc'))} (CV)",
-                fci(test.get("auroc"), test.get("ci_low"), test.get("ci_high")),
-            ])
-        blocks.append(table(Table(["path", "start (val AUROC, epoch 1)", "convergence (to 95% of best)",
-                                   "best val AUROC", "test AUROC (95% CI)"], rows)))
+            rows.append(
+                [
+                    name,
+                    fnum(t.get("start_val_auroc")),
+                    "n/a"
+                    if t.get("convergence_epochs") is None
+                    else f"{t['convergence_epochs']} epochs"
+                    + (
+                        f" ({fnum(t.get('convergence_seconds'), 0)} s)"
+                        if t.get("convergence_seconds") is not None
+                        else ""
+                    ),
+                    fnum(t.get("best_val_auroc", t.get("best_cv_auroc")))
+                    if t.get("best_val_auroc") is not None
+                    else f"{fnum(t.get('best_cv_auroc'))} (CV)",
+                    fci(test.get("auroc"), test.get("ci_low"), test.get("ci_high")),
+                ]
+            )
+        blocks.append(
+            table(
+                Table(
+                    [
+                        "path",
+                        "start (val AUROC, epoch 1)",
+                        "convergence (to 95% of best)",
+                        "best val AUROC",
+                        "test AUROC (95% CI)",
+                    ],
+                    rows,
+                )
+            )
+        )
         cmp_ = (d.get("trifecta") or {}).get("finetune_vs_scratch") or {}
         if cmp_:
-            yn = (lambda v: "n/a" if v is None else "yes" if v else "no")
-            blocks.append(p(
-                f"finetune vs scratch: higher start {cmp_.get('higher_start_claim') or yn(cmp_.get('higher_start'))} (Δ {fnum(cmp_.get('start_val_auroc_diff'))}), "
-                f"faster convergence {cmp_.get('faster_convergence_claim') or yn(cmp_.get('faster_convergence'))} ({fnum(cmp_.get('convergence_epochs_saved'))} epochs saved), "
-                f"higher asymptote {cmp_.get('higher_asymptote_claim') or yn(cmp_.get('higher_asymptote'))} (test Δ {fnum(cmp_.get('test_auroc_diff'))}; "
-                f"95% CIs {'overlap' if cmp_.get('test_ci_overlap') else 'do not overlap' if cmp_.get('test_ci_overlap') is False else 'n/a'})."
-            ))
-        blocks.append(p(f"Definitions: {defs.get('starting_performance', '')} {defs.get('convergence', '')} {defs.get('asymptote', '')}"))
+
+            def claim(key: str) -> str:
+                v = cmp_.get(key)
+                return str(cmp_.get(f"{key}_claim") or ("n/a" if v is None else "yes" if v else "no"))
+
+            overlap = cmp_.get("test_ci_overlap")
+            overlap_text = "overlap" if overlap else "do not overlap" if overlap is False else "n/a"
+            blocks.append(
+                p(
+                    f"finetune vs scratch: higher start {claim('higher_start')} "
+                    f"(Δ {fnum(cmp_.get('start_val_auroc_diff'))}), "
+                    f"faster convergence {claim('faster_convergence')} "
+                    f"({fnum(cmp_.get('convergence_epochs_saved'))} epochs saved), "
+                    f"higher asymptote {claim('higher_asymptote')} (test Δ {fnum(cmp_.get('test_auroc_diff'))}; "
+                    f"95% CIs {overlap_text})."
+                )
+            )
+        blocks.append(
+            p(
+                f"Definitions: {defs.get('starting_performance', '')} {defs.get('convergence', '')} "
+                f"{defs.get('asymptote', '')}"
+            )
+        )
         if tri.get("linear", {}).get("note"):
             blocks.append(p(tri["linear"]["note"]))
     else:
         blocks.append(missing("No trifecta numbers in diagnostics.json."))
-    blocks.append(figure(figs["diagnose_trifecta"]) if figs.get("diagnose_trifecta") else missing("Trifecta figure not found."))
+    blocks.append(
+        figure(figs["diagnose_trifecta"]) if figs.get("diagnose_trifecta") else missing("Trifecta figure not found.")
+    )
 
     blocks.append(h3("Linear path: validation curve over C"))
     lin = paths_.get("linear")
     if lin:
-        blocks.append(table(Table(
-            ["C", "train AUROC", "CV AUROC", "CV SD", "gap"],
-            [[("→ " if math.isclose(rw["C"], lin["best_C"]) else "") + fsci(rw["C"]),
-              fnum(rw.get("train_auroc")), fnum(rw.get("cv_auroc")), fnum(rw.get("cv_auroc_std")), fnum(rw.get("gap"))]
-             for rw in lin.get("curve", [])],
-            caption=f"→ marks the chosen C = {lin['best_C']:g}")))
+        blocks.append(
+            table(
+                Table(
+                    ["C", "train AUROC", "CV AUROC", "CV SD", "gap"],
+                    [
+                        [
+                            ("→ " if math.isclose(rw["C"], lin["best_C"]) else "") + fsci(rw["C"]),
+                            fnum(rw.get("train_auroc")),
+                            fnum(rw.get("cv_auroc")),
+                            fnum(rw.get("cv_auroc_std")),
+                            fnum(rw.get("gap")),
+                        ]
+                        for rw in lin.get("curve", [])
+                    ],
+                    caption=f"→ marks the chosen C = {lin['best_C']:g}",
+                )
+            )
+        )
         blocks.append(p(defs.get("linear_gap", "")))
     else:
         blocks.append(missing("No linear validation curve in diagnostics.json."))
-    blocks.append(figure(figs["diagnose_validation_curve"]) if figs.get("diagnose_validation_curve")
-                  else missing("Validation-curve figure not found."))
+    blocks.append(
+        figure(figs["diagnose_validation_curve"])
+        if figs.get("diagnose_validation_curve")
+        else missing("Validation-curve figure not found.")
+    )
 
     blocks.append(h3("Learning curve"))
     lc = d.get("learning_curve")
     if lc and lc.get("summary"):
         sizes = ""
         if lc.get("n_training_patients_total") is not None:
-            sizes = (f" {fnum(lc.get('n_training_patients_total'))} training patients in all; test split of "
-                     f"{fnum(lc.get('n_test_images'))} images.")
-        blocks.append(p(
-            f"{defs.get('learning_curve', '')} Fractions {lc.get('fractions')}, {fnum(lc.get('repeats'))} repeat(s), "
-            f"{fnum(lc.get('epochs'))} epochs for finetune/scratch.{sizes} {lc.get('reuse', '')}"
-        ))
-        blocks.append(table(Table(
-            ["path", "fraction", "training patients", "training images", "test AUROC (95% CI)", "repeats", "reused main run"],
-            [[s["path"], fnum(s["fraction"], 2), fnum(s["n_patients"]), fnum(s["n_images"]),
-              fci(s.get("test_auroc"), s.get("ci_low"), s.get("ci_high")), fnum(s.get("repeats")),
-              "yes" if s.get("reused_main_run") else "no"] for s in lc["summary"]])))
+            sizes = (
+                f" {fnum(lc.get('n_training_patients_total'))} training patients in all; test split of "
+                f"{fnum(lc.get('n_test_images'))} images."
+            )
+        blocks.append(
+            p(
+                f"{defs.get('learning_curve', '')} Fractions {lc.get('fractions')}, "
+                f"{fnum(lc.get('repeats'))} repeat(s), "
+                f"{fnum(lc.get('epochs'))} epochs for finetune/scratch.{sizes} {lc.get('reuse', '')}"
+            )
+        )
+        blocks.append(
+            table(
+                Table(
+                    [
+                        "path",
+                        "fraction",
+                        "training patients",
+                        "training images",
+                        "test AUROC (95% CI)",
+                        "repeats",
+                        "reused main run",
+                    ],
+                    [
+                        [
+                            s["path"],
+                            fnum(s["fraction"], 2),
+                            fnum(s["n_patients"]),
+                            fnum(s["n_images"]),
+                            fci(s.get("test_auroc"), s.get("ci_low"), s.get("ci_high")),
+                            fnum(s.get("repeats")),
+                            "yes" if s.get("reused_main_run") else "no",
+                        ]
+                        for s in lc["summary"]
+                    ],
+                )
+            )
+        )
         blocks.append(p(f"Catch-up rule: {defs.get('scratch_catches_up', '')}"))
         for ref, c in (lc.get("scratch_catch_up") or {}).items():
             blocks.append(callout(f"scratch vs {ref}: {c.get('text')}"))
     else:
         blocks.append(missing("No learning curve in diagnostics.json."))
-    blocks.append(figure(figs["diagnose_learning_curve"]) if figs.get("diagnose_learning_curve")
-                  else missing("Learning-curve figure not found."))
+    blocks.append(
+        figure(figs["diagnose_learning_curve"])
+        if figs.get("diagnose_learning_curve")
+        else missing("Learning-curve figure not found.")
+    )
     return blocks
 
 
@@ -971,18 +1254,28 @@ def _section_gradcam(inp: ReportInputs, figs: dict[str, Figure]) -> list[dict]:
     from pipeline.report.gradcam import OUTCOME_NAMES
 
     blocks = [
-        p(f"MONAI GradCAM on the fine-tuned model's last convolutional feature map (module '{g.layer}'), "
-          f"explaining the '{g.target_class}' output, for the most confident test cases of each outcome at the "
-          f"validation-chosen threshold {fnum(g.threshold)} (true/false positives: highest probability first; "
-          "true/false negatives: lowest first). Cases are identified by manifest row only. Warm colours mark "
-          "the regions that raised the score."),
+        p(
+            f"MONAI GradCAM on the fine-tuned model's last convolutional feature map (module '{g.layer}'), "
+            f"explaining the '{g.target_class}' output, for the most confident test cases of each outcome at the "
+            f"validation-chosen threshold {fnum(g.threshold)} (true/false positives: highest probability first; "
+            "true/false negatives: lowest first). Cases are identified by manifest row only. Warm colours mark "
+            "the regions that raised the score."
+        ),
         figure(figs["gradcam"]),
-        table(Table(["outcome", "manifest row", "label", f"p({g.target_class})"],
-                    [[f"{c['outcome']} ({OUTCOME_NAMES[c['outcome']]})", str(c["row"]), c["label"], fnum(c["prob"])]
-                     for c in g.cases])),
+        table(
+            Table(
+                ["outcome", "manifest row", "label", f"p({g.target_class})"],
+                [
+                    [f"{c['outcome']} ({OUTCOME_NAMES[c['outcome']]})", str(c["row"]), c["label"], fnum(c["prob"])]
+                    for c in g.cases
+                ],
+            )
+        ),
     ]
     if g.missing_outcomes:
-        blocks.append(missing("No test case for: " + ", ".join(f"{o} ({OUTCOME_NAMES[o]})" for o in g.missing_outcomes) + "."))
+        blocks.append(
+            missing("No test case for: " + ", ".join(f"{o} ({OUTCOME_NAMES[o]})" for o in g.missing_outcomes) + ".")
+        )
     return blocks
 
 
@@ -991,35 +1284,57 @@ def _section_reproducibility(inp: ReportInputs) -> list[dict]:
     rec = r.get("record") or {}
     git = rec.get("git") or {}
     commit = git.get("commit")
-    lc = ((inp.diagnostics or {}).get("learning_curve") or {})
+    lc = (inp.diagnostics or {}).get("learning_curve") or {}
     lc_seeds = sorted({pt.get("seed") for pt in lc.get("points") or [] if pt.get("seed") is not None})
     rows = [
-        ["git commit", (commit + (" (clean: no uncommitted input)" if git.get("clean")
-                                  else " (uncommitted changes to inputs)")) if commit
-         else "not available (not a git checkout)"],
-        ["dvc.lock sha256", rec.get("dvc_lock_sha256") or "not available (no dvc.lock: the pipeline was not run by DVC)"],
+        [
+            "git commit",
+            (commit + (" (clean: no uncommitted input)" if git.get("clean") else " (uncommitted changes to inputs)"))
+            if commit
+            else "not available (not a git checkout)",
+        ],
+        [
+            "dvc.lock sha256",
+            rec.get("dvc_lock_sha256") or "not available (no dvc.lock: the pipeline was not run by DVC)",
+        ],
         ["seed (params)", fnum(inp.params.seed)],
-        ["seeds of the training runs", ", ".join(f"{k}: {fnum(v.model_card.seed)}"
-                                                 for k, v in inp.train_logs.items()) or "n/a"],
+        [
+            "seeds of the training runs",
+            ", ".join(f"{k}: {fnum(v.model_card.seed)}" for k, v in inp.train_logs.items()) or "n/a",
+        ],
         ["learning-curve seeds", ", ".join(str(s) for s in lc_seeds) or "n/a"],
         ["evaluation bootstrap seed", fnum((inp.evaluation or {}).get("seed"))],
         ["Python", str(r.get("python"))],
     ]
     rows += [[f"package {k}", v] for k, v in (r.get("packages") or {}).items()]
-    data_rows = [[str(d.get("name")), str(d.get("dicom_dir")), str(d.get("dicom_dir_md5")), fnum(d.get("n_files")),
-                  str(d.get("labels_csv_md5"))] for d in rec.get("data") or []]
+    data_rows = [
+        [
+            str(d.get("name")),
+            str(d.get("dicom_dir")),
+            str(d.get("dicom_dir_md5")),
+            fnum(d.get("n_files")),
+            str(d.get("labels_csv_md5")),
+        ]
+        for d in rec.get("data") or []
+    ]
     if rec.get("reproducible"):
-        verdict = callout(f"Reproducible from this commit: `git checkout {commit}` and `dvc repro` with data of "
-                          "the hashes below rerun every number (CPU runs are deterministic for a given seed and "
-                          "package versions).")
+        verdict = callout(
+            f"Reproducible from this commit: `git checkout {commit}` and `dvc repro` with data of "
+            "the hashes below rerun every number (CPU runs are deterministic for a given seed and "
+            "package versions)."
+        )
     else:
-        verdict = missing("Not reproducible from a commit as it stands: " + "; ".join(rec.get("missing") or
-                          ["no reproducibility record"]) + ".")
+        verdict = missing(
+            "Not reproducible from a commit as it stands: "
+            + "; ".join(rec.get("missing") or ["no reproducibility record"])
+            + "."
+        )
     blocks = [
         verdict,
         table(Table(["item", "value"], rows)),
         h3("Data fingerprints (data/sources.json)"),
-        table(Table(["set", "DICOM folder", "DVC md5", "files", "labels CSV md5"], data_rows)) if data_rows
+        table(Table(["set", "DICOM folder", "DVC md5", "files", "labels CSV md5"], data_rows))
+        if data_rows
         else missing("No data fingerprint recorded (run the sources stage)."),
         p("The pseudonym salt is masked below."),
         h3("Parameters (validated params.yaml)"),
@@ -1033,7 +1348,10 @@ CHECKLIST: tuple[tuple[str, str], ...] = (
     ("Intended use, clinical context, research-only status (TRIPOD+AI 3, 26; CLAIM 3-4)", "intended-use"),
     ("Data sources, sites, licences (TRIPOD+AI 5-6; CLAIM 7-8)", "data-sources"),
     ("Eligibility, exclusions and their reasons (TRIPOD+AI 6, 20a; CLAIM 8, 33)", "ingest"),
-    ("Participant flow and sample size per split, patient-level partition (TRIPOD+AI 10, 20a; CLAIM 21, 33)", "patient-flow"),
+    (
+        "Participant flow and sample size per split, patient-level partition (TRIPOD+AI 10, 20a; CLAIM 21, 33)",
+        "patient-flow",
+    ),
     ("Characteristics of the data per split (TRIPOD+AI 20b; CLAIM 34)", "demographics"),
     ("Model description, initialisation, training details (TRIPOD+AI 12; CLAIM 22-26)", "model-cards"),
     ("Performance with confidence intervals, test and external (TRIPOD+AI 23; CLAIM 37)", "results"),
@@ -1050,10 +1368,15 @@ CHECKLIST: tuple[tuple[str, str], ...] = (
 def _section_checklist(_inp: ReportInputs) -> list[dict]:
     titles = dict(SECTIONS)
     return [
-        p("Where each reporting item of the CLAIM 2024 update and TRIPOD+AI (2024) checklists is addressed in this "
-          "report. Item numbers are indicative; items about clinical deployment do not apply to research software."),
-        {"kind": "table", "table": Table(["item", "section"], [[item, titles[sid]] for item, sid in CHECKLIST]),
-         "links": [sid for _, sid in CHECKLIST]},
+        p(
+            "Where each reporting item of the CLAIM 2024 update and TRIPOD+AI (2024) checklists is addressed in this "
+            "report. Item numbers are indicative; items about clinical deployment do not apply to research software."
+        ),
+        {
+            "kind": "table",
+            "table": Table(["item", "section"], [[item, titles[sid]] for item, sid in CHECKLIST]),
+            "links": [sid for _, sid in CHECKLIST],
+        },
     ]
 
 
@@ -1072,33 +1395,57 @@ def draw_report_figures(inp: ReportInputs, fig_dir: Path, md_base: Path) -> dict
     ev = inp.evaluation
     if ev and ev.get("splits"):
         splits = list(ev["splits"])
-        has_curves = any((_split_block(inp, pth, s) or {}).get("curves", {}).get("roc") for pth in _paths_present(inp) for s in splits)
+        has_curves = any(
+            (_split_block(inp, pth, s) or {}).get("curves", {}).get("roc")
+            for pth in _paths_present(inp)
+            for s in splits
+        )
         if has_curves:
-            add("roc", F.plot_roc_pr(ev, splits, "roc", fig_dir / "roc.png"),
-                "ROC curves per split; legend: AUROC (patient-level 95% CI).")
-            add("pr", F.plot_roc_pr(ev, splits, "pr", fig_dir / "pr.png"),
-                "Precision-recall curves per split; legend: average precision.")
+            add(
+                "roc",
+                F.plot_roc_pr(ev, splits, "roc", fig_dir / "roc.png"),
+                "ROC curves per split; legend: AUROC (patient-level 95% CI).",
+            )
+            add(
+                "pr",
+                F.plot_roc_pr(ev, splits, "pr", fig_dir / "pr.png"),
+                "Precision-recall curves per split; legend: average precision.",
+            )
         if any((_split_block(inp, pth, s) or {}).get("calibration") for pth in _paths_present(inp) for s in splits):
-            add("calibration", F.plot_calibration(ev, splits, fig_dir / "calibration.png"),
-                "Reliability diagrams: observed fraction positive against mean predicted probability per bin.")
+            add(
+                "calibration",
+                F.plot_calibration(ev, splits, fig_dir / "calibration.png"),
+                "Reliability diagrams: observed fraction positive against mean predicted probability per bin.",
+            )
         if ev.get("positive_class"):
-            add("confusion", F.plot_confusion(ev, splits, ev.get("classes") or list(inp.params.data.classes),
-                                              ev["positive_class"], fig_dir / "confusion.png"),
-                "Confusion matrices at each path's validation-chosen threshold.")
+            add(
+                "confusion",
+                F.plot_confusion(
+                    ev,
+                    splits,
+                    ev.get("classes") or list(inp.params.data.classes),
+                    ev["positive_class"],
+                    fig_dir / "confusion.png",
+                ),
+                "Confusion matrices at each path's validation-chosen threshold.",
+            )
     captions = {
         "augment_preview": "Training images and their augmented views (augment stage).",
         "diagnose_curves": "Loss and AUROC per epoch (train dashed, validation solid); circle: kept epoch; "
-                           "dotted line: overfitting onset.",
+        "dotted line: overfitting onset.",
         "diagnose_trifecta": "Validation AUROC per epoch, finetune vs scratch; squares: first epoch at 95% of the "
-                             "path's best (dotted line).",
+        "path's best (dotted line).",
         "diagnose_validation_curve": "Linear path: train-fold and cross-validated AUROC over C; dotted line: chosen C.",
         "diagnose_learning_curve": "Test AUROC (patient-level 95% CI) against the number of training patients.",
     }
     for key, path in inp.figures.items():
         add(key, path, captions.get(key, key))
     if inp.gradcam is not None:
-        add("gradcam", Path(inp.gradcam.figure),
-            "Grad-CAM heatmaps over test images: outcome, manifest row and predicted probability per panel.")
+        add(
+            "gradcam",
+            Path(inp.gradcam.figure),
+            "Grad-CAM heatmaps over test images: outcome, manifest row and predicted probability per panel.",
+        )
     return figs
 
 
@@ -1205,9 +1552,7 @@ def check_self_contained(html: str) -> None:
         raise ValueError("report.html would not be self-contained: " + "; ".join(sorted(set(bad))[:5]))
 
 
-def write_report(
-    inp: ReportInputs, html_path: Path, md_path: Path, fig_dir: Path
-) -> tuple[Path, Path]:
+def write_report(inp: ReportInputs, html_path: Path, md_path: Path, fig_dir: Path) -> tuple[Path, Path]:
     """Draw the report's figures, render both formats, check the HTML, write both files."""
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,22 @@ def run_augment(params: Params, workspace: Workspace) -> None:
 
     start = time.perf_counter()
     views, index = materialise(
-        dataset.images, train_rows, cfg, seed=params.seed, copies=cfg.copies,
+        dataset.images,
+        train_rows,
+        cfg,
+        seed=params.seed,
+        copies=cfg.copies,
         out_path=workspace.path(paths.AUGMENTED_STORE),
     )
     write_csv(index, workspace.path(paths.AUGMENTED_INDEX))
-    log.info("%d views of %d train images (%d copies each) in %.1f s -> %s",
-             len(views), len(train_rows), cfg.copies, time.perf_counter() - start, paths.AUGMENTED_STORE)
+    log.info(
+        "%d views of %d train images (%d copies each) in %.1f s -> %s",
+        len(views),
+        len(train_rows),
+        cfg.copies,
+        time.perf_counter() - start,
+        paths.AUGMENTED_STORE,
+    )
 
     # Preview: a seeded sample of training images. With copies = 0 the trainers still augment on
     # the fly, so the figure shows three views of that same definition.
@@ -41,7 +51,10 @@ def run_augment(params: Params, workspace: Workspace) -> None:
     n = min(cfg.preview_images, train_rows.size)
     shown = np.sort(rng.choice(train_rows, size=n, replace=False))
     out = preview_grid(
-        dataset.images, shown, make_augmentation(cfg), seed=params.seed,
+        dataset.images,
+        shown,
+        make_augmentation(cfg),
+        seed=params.seed,
         path=workspace.path(paths.FIGURES / "augment_preview.png"),
         copies=cfg.copies if cfg.copies > 0 else 3,
     )

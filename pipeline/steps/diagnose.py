@@ -25,8 +25,10 @@ def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
     seed_everything(params.seed)
     start = time.perf_counter()
     # Validated against their contracts; pipeline.diagnostics reads the plain documents.
-    logs = {p: read_contract(workspace.require(paths.train_log(p), p), train_log_model(p)).model_dump(by_alias=True)
-            for p in paths.PATHS}
+    logs = {
+        p: read_contract(workspace.require(paths.train_log(p), p), train_log_model(p)).model_dump(by_alias=True)
+        for p in paths.PATHS
+    }
     metrics = read_contract(workspace.require(paths.METRICS, "evaluate"), Metrics).model_dump()
     evaluation = read_contract(workspace.require(paths.EVALUATION, "evaluate"), Evaluation).model_dump()
     rules = D.Rules.from_params(params)
@@ -41,8 +43,7 @@ def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
     out = {
         "curves": figures.plot_training_curves(doc["paths"], fig_dir / "curves.png"),
         "trifecta": figures.plot_trifecta(doc["paths"], fig_dir / "trifecta.png"),
-        "validation_curve": figures.plot_validation_curve(doc["paths"]["linear"],
-                                                          fig_dir / "validation_curve.png"),
+        "validation_curve": figures.plot_validation_curve(doc["paths"]["linear"], fig_dir / "validation_curve.png"),
         "learning_curve": figures.plot_learning_curve(lc["summary"], fig_dir / "learning_curve.png"),
     }
     doc["figures"] = {k: workspace.show(v) for k, v in out.items()}

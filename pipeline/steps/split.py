@@ -19,8 +19,12 @@ log = get_logger("split")
 def read_manifest(workspace: Workspace) -> pd.DataFrame:
     """data/processed/manifest.csv with text columns kept as text ("NA" stays a sex or view)."""
     path = workspace.require(paths.MANIFEST, "ingest")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""],
-                       dtype={"patient": str, "file": str, "view": str, "sex": str, "source": str})
+    return pd.read_csv(
+        path,
+        keep_default_na=False,
+        na_values=[""],
+        dtype={"patient": str, "file": str, "view": str, "sex": str, "source": str},
+    )
 
 
 def run_split(params: Params, workspace: Workspace) -> dict[str, Any]:
@@ -35,13 +39,21 @@ def run_split(params: Params, workspace: Workspace) -> dict[str, Any]:
     )
     forced = splits.attrs.get("forced_to_train", [])
     report = split_report(
-        splits, manifest, seed=params.seed, val_fraction=params.split.val_fraction,
-        test_fraction=params.split.test_fraction, stratified_by="patient majority label",
+        splits,
+        manifest,
+        seed=params.seed,
+        val_fraction=params.split.val_fraction,
+        test_fraction=params.split.test_fraction,
+        stratified_by="patient majority label",
         max_patient_share=params.split.max_patient_share,
     )
     if forced:
-        log.info("%d patient(s) kept in train: each would hold more than %.0f%% of val or test "
-                 "images (split.max_patient_share)", len(forced), 100 * params.split.max_patient_share)
+        log.info(
+            "%d patient(s) kept in train: each would hold more than %.0f%% of val or test "
+            "images (split.max_patient_share)",
+            len(forced),
+            100 * params.split.max_patient_share,
+        )
     write_csv(splits, workspace.splits)
     write_contract(workspace.path(paths.SPLIT_REPORT), SplitReport, report)
     for name, r in report.items():

@@ -24,9 +24,11 @@ def _reusable(info: dict[str, Any], params: Params, name: str) -> bool:
     """Were data/features/ made by candidate ``name`` with this run's grey-to-RGB mode and
     its own packaged weights (no weights_path override)?"""
     prep = info.get("preprocessing", {})
-    return (name == params.backbone.name == info.get("backbone")
-            and params.backbone.weights_path is None
-            and prep.get("grey_to_rgb") == params.backbone.grey_to_rgb)
+    return (
+        name == params.backbone.name == info.get("backbone")
+        and params.backbone.weights_path is None
+        and prep.get("grey_to_rgb") == params.backbone.grey_to_rgb
+    )
 
 
 def _val_auroc(workspace: Workspace) -> dict[str, float]:
@@ -60,19 +62,31 @@ def run_transferability(params: Params, workspace: Workspace) -> dict[str, Any]:
         if _reusable(info, params, name):
             reuse = np.load(workspace.require(paths.FEATURES, "features"), mmap_mode="r")[train]
         cand = score_candidate(
-            name, images, labels, len(params.data.classes), params.backbone.grey_to_rgb,
-            params.features.batch_size, select_device(params.train.device), params.train.num_threads,
-            reuse=reuse, reuse_from=f"{paths.FEATURES} (features stage)" if reuse is not None else None,
+            name,
+            images,
+            labels,
+            len(params.data.classes),
+            params.backbone.grey_to_rgb,
+            params.features.batch_size,
+            select_device(params.train.device),
+            params.train.num_threads,
+            reuse=reuse,
+            reuse_from=f"{paths.FEATURES} (features stage)" if reuse is not None else None,
         )
         if reuse is not None:
             cand.weights_source = info.get("weights_source")
-        log.info("%s: %s", name, f"LogME {cand.score:.4f} (D={cand.feature_dim}, {cand.seconds:.1f} s)"
-                 if cand.status == "scored" else f"skipped: {cand.reason}")
+        log.info(
+            "%s: %s",
+            name,
+            f"LogME {cand.score:.4f} (D={cand.feature_dim}, {cand.seconds:.1f} s)"
+            if cand.status == "scored"
+            else f"skipped: {cand.reason}",
+        )
         results.append(cand)
     scores = {c.name: float(c.score) for c in results if c.score is not None}
     doc: dict[str, Any] = {
         "method": "LogME (You et al., ICML 2021): mean over one-hot classes of the maximised "
-                  "log evidence per sample of Bayesian linear regression on frozen features",
+        "log evidence per sample of Bayesian linear regression on frozen features",
         "split": "train",
         "n_train": int(len(train)),
         "image_size": int(images.shape[-1]),
