@@ -350,6 +350,10 @@ class ClassifierModel(nn.Module):
     ``(B, num_classes)``.
     """
 
+    # Set on models rebuilt from a saved file (pipeline.training.load_trained).
+    classes: tuple[str, ...]
+    model_card: dict[str, Any]
+
     def __init__(
         self,
         trunk: _Trunk,

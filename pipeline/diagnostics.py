@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -1012,7 +1012,8 @@ def make_fit(dataset: Any, params: Any, linear_inputs: Mapping[str, Any] | None 
 
         # No checkpoint (out_dir None: nothing to resume) and no dvclive logs (live_dir None):
         # these retrainings are measurements, not artifacts.
-        res = train(kind, dataset, params, rows, val_rows, None, None, epochs=epochs, seed=seed)
+        trainer_kind: Literal["finetune", "scratch"] = "finetune" if kind == "finetune" else "scratch"
+        res = train(trainer_kind, dataset, params, rows, val_rows, None, None, epochs=epochs, seed=seed)
         probs = predict_proba(res.model, dataset.images, test_rows, params.train.batch_size)
         return _positive(probs, pos), {"best_epoch": res.best_epoch, "epochs_run": len(res.history)}
 

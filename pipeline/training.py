@@ -130,7 +130,7 @@ def plan_groups(model: ClassifierModel, kind: str, params: Params) -> list[Group
 def make_optimizer(plan: list[GroupPlan], params: Params) -> torch.optim.Optimizer:
     """One optimiser group per trainable layer group, named, at its configured rate."""
     tr = params.train
-    groups = [{"params": g.params, "lr": g.lr, "name": g.name} for g in plan if g.trainable]
+    groups: list[dict[str, Any]] = [{"params": g.params, "lr": g.lr, "name": g.name} for g in plan if g.trainable]
     if tr.optimizer == "sgd":
         return torch.optim.SGD(
             groups,
@@ -834,8 +834,8 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Classi
     model.load_state_dict(blob["state_dict"], strict=True)
     model.weights_source = blob["weights_source"]
     model.weights_sha256 = blob["weights_sha256"]
-    model.classes = tuple(blob["classes"])  # type: ignore[attr-defined]
-    model.model_card = blob["model_card"]  # type: ignore[attr-defined]
+    model.classes = tuple(blob["classes"])
+    model.model_card = blob["model_card"]
     return model.to(device).eval()
 
 

@@ -376,7 +376,8 @@ def _comparison(inp: ReportInputs, split: str, a: str, b: str) -> dict | None:
     return None
 
 
-def _diff_text(c: Mapping[str, Any]) -> str:
+def _diff_text(c: Mapping[str, Any] | None) -> str:
+    c = c or {}
     pv = fp(c.get("p_value"))
     return (
         f"difference {fnum(c.get('difference'))} (95% CI {fnum(c.get('ci_low'))} to {fnum(c.get('ci_high'))}, "
@@ -395,8 +396,8 @@ def _separates(c: Mapping[str, Any] | None) -> int | None:
     return 0
 
 
-def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
-    if None in (a.get("ci_low"), a.get("ci_high"), b.get("ci_low"), b.get("ci_high")):
+def _overlap(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool | None:
+    if a is None or b is None or None in (a.get("ci_low"), a.get("ci_high"), b.get("ci_low"), b.get("ci_high")):
         return None
     return not (a["ci_low"] > b["ci_high"] or b["ci_low"] > a["ci_high"])
 
@@ -404,12 +405,10 @@ def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
 def summary_answers(inp: ReportInputs) -> list[str]:
     """The two questions answered from the test-split numbers, hedged where intervals overlap."""
     split = "test"
-    paths_ = [
-        p for p in _paths_present(inp) if _auroc(inp, p, split) and _auroc(inp, p, split).get("value") is not None
-    ]
+    paths_ = [p for p in _paths_present(inp) if (_auroc(inp, p, split) or {}).get("value") is not None]
     if not paths_:
         return []
-    au = {p: _auroc(inp, p, split) for p in paths_}
+    au: dict[str, dict[str, Any]] = {p: _auroc(inp, p, split) or {} for p in paths_}
     n_txt = ""
     b = _split_block(inp, paths_[0], split)
     if b:
@@ -478,11 +477,11 @@ def _section_summary(inp: ReportInputs) -> list[dict]:
 
     blocks: list[dict] = []
     titles = {s: _split_title(inp, s) for s in _splits_present(inp)}
-    for a in answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles):
-        blocks.append(h3(f"The answer: {a['title']}"))
-        blocks.append(callout(" ".join(a["sentences"])))
-        if a["warnings"]:
-            blocks.append(ul([f"⚠ {w}" for w in a["warnings"]]))
+    for ans in answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles):
+        blocks.append(h3(f"The answer: {ans['title']}"))
+        blocks.append(callout(" ".join(ans["sentences"])))
+        if ans["warnings"]:
+            blocks.append(ul([f"⚠ {w}" for w in ans["warnings"]]))
     answers = summary_answers(inp)
     if not answers:
         blocks.append(
