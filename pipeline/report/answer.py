@@ -63,10 +63,10 @@ def method_flags(train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] |
                 + (f" (best train AUROC {_f(fit.get('train_auroc_max'))})" if fit.get("train_auroc_max") else "")
             )
         if fit.get("near_constant"):
-            out.append("its outputs are near-constant")
+            out.append("has near-constant outputs")
         text = str((verdicts.get(method) or {}).get("text") or "")
         if text.lower().startswith("did not learn") and not any("did not" in f for f in out):
-            out.append("its validation AUROC never left chance")
+            out.append("never left chance on validation")
         if out:
             flags[method] = out
     return flags
@@ -112,17 +112,17 @@ def split_answer(ev: Mapping[str, Any], split: str, title: str, flags: Mapping[s
     candidates = [m for m in blocks if m not in flags]
     best = [m for m in candidates if all(_separated(_comparison(ev, split, m, o)) > 0 for o in blocks if o != m)]
     if best:
-        sentences.append(f"Best method on {title}: {best[0]} (separated from every other method).")
+        sentences.append(f"Best method here: {best[0]} (separated from every other method).")
     else:
-        sentences.append(f"No method is separated from all others on {title}: the data do not pick a best one.")
+        sentences.append("No method is separated from all others here: the data do not pick a best one.")
     for m, b in blocks.items():
         hi = (b.get("auroc") or {}).get("ci_high")
         if hi is not None and hi < 0.5:
-            warnings.append(f"{m}: AUROC below chance (CI upper bound {_f(hi)}) on {title}.")
+            warnings.append(f"{m}: AUROC below chance (CI upper bound {_f(hi)}).")
     share = blocks[next(iter(blocks))].get("largest_patient_share")
     if share is not None and share > MAX_PATIENT_SHARE:
         warnings.append(
-            f"One patient holds {share:.0%} of the images of {title}: the image-level numbers lean "
+            f"One patient holds {share:.0%} of the images of this split: the image-level numbers lean "
             "on that patient (the patient-level CIs and the patient-weighted AUROC account for it)."
         )
     for m, why in flags.items():
