@@ -150,21 +150,18 @@ def _with(params: Params, **train) -> Params:
     return validate_params(raw)
 
 
+def _one_epoch(params: Params, ds: Dataset, n_train: int, n_val: int):
+    """One fine-tune epoch of the pipeline's trainer on the first ``n_train`` rows (val: the
+    next ``n_val``), with no checkpoint and no dvclive logs."""
+    train_rows, val_rows = np.arange(n_train), np.arange(n_train, n_train + n_val)
+    return train("finetune", ds, params, train_rows, val_rows, out_dir=None, live_dir=None, epochs=1)
+
+
 def _trainer_epoch(params: Params, ds: Dataset, n_train: int, n_val: int):
     """One ``train`` epoch; returns the epoch's own seconds (model building excluded)."""
 
     def run() -> float:
-        res = train(
-            "finetune",
-            ds,
-            params,
-            np.arange(n_train),
-            np.arange(n_train, n_train + n_val),
-            out_dir=None,
-            live_dir=None,
-            epochs=1,
-        )
-        return res.history[0]["seconds"]
+        return _one_epoch(params, ds, n_train, n_val).history[0]["seconds"]
 
     return run
 
@@ -212,16 +209,7 @@ def bench_demo_epoch(params: Params, n_train: int, n_val: int, folder: Path) -> 
     images = _synthetic_store(n_train + n_val, params.ingest.size, folder, seed=2)
     ds = _dataset(images, n_train, n_val)
     t0 = time.perf_counter()
-    res = train(
-        "finetune",
-        ds,
-        params,
-        np.arange(n_train),
-        np.arange(n_train, n_train + n_val),
-        out_dir=None,
-        live_dir=None,
-        epochs=1,
-    )
+    res = _one_epoch(params, ds, n_train, n_val)
     return {
         "n_train": n_train,
         "n_val": n_val,

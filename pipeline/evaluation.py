@@ -616,15 +616,16 @@ def write_plot_data(evaluation: Mapping[str, Any], plots_dir: str | Path) -> lis
     written = []
     for name, res in evaluation["results"].items():
         for split, block in res["splits"].items():
+            base = f"{name}_{split.replace('/', '-')}"  # external/<name> -> external-<name>
             single = len(block["curves"]["roc"]) == 1
             for kind, cols in (("roc", ("fpr", "tpr", "threshold")), ("pr", ("recall", "precision"))):
                 for curve in block["curves"][kind]:
-                    stem = f"{name}_{split}" if single else f"{name}_{split}_{curve['class']}"
-                    p = plots_dir / kind / f"{stem.replace('/', '-')}.csv"
+                    stem = base if single else f"{base}_{curve['class']}"
+                    p = plots_dir / kind / f"{stem}.csv"
                     write_csv(pd.DataFrame({c: curve[c] for c in cols}), p)
                     written.append(p)
             bins = [b for b in block["calibration"]["bins"] if b["count"] > 0]
-            p = plots_dir / "calibration" / f"{name}_{split.replace('/', '-')}.csv"
+            p = plots_dir / "calibration" / f"{base}.csv"
             frame = pd.DataFrame(
                 {
                     "mean_predicted": [b["mean_predicted"] for b in bins],

@@ -61,12 +61,14 @@ def configured_sets(params: Params) -> list[DataSet]:
     ]
 
 
-def _hasher(root: Path) -> tuple[Any, Any, dict[str, Any]]:
+def _hasher(root: Path, scratch: str) -> tuple[Any, Any, dict[str, Any]]:
+    """DVC's file system, an object database in ``scratch`` (nothing is stored: dry runs) and
+    DVC's state database when ``root`` is a DVC repository."""
     from dvc_data.hashfile.db.local import LocalHashFileDB
     from dvc_objects.fs.local import LocalFileSystem
 
     fs = LocalFileSystem()
-    odb = LocalHashFileDB(fs, tempfile.mkdtemp(prefix="cxr-sources-"))
+    odb = LocalHashFileDB(fs, scratch)
     extra: dict[str, Any] = {}
     if (root / ".dvc").is_dir():
         from dvc.repo import Repo
@@ -77,10 +79,14 @@ def _hasher(root: Path) -> tuple[Any, Any, dict[str, Any]]:
 
 def fingerprint(sets: list[DataSet], root: Path) -> dict[str, Any]:
     """DVC md5 hash, file count and size of every set's DICOM folder and labels CSV."""
+    with tempfile.TemporaryDirectory(prefix="cxr-sources-") as scratch:
+        return _fingerprint(sets, root, *_hasher(root, scratch))
+
+
+def _fingerprint(sets: list[DataSet], root: Path, fs: Any, odb: Any, extra: dict[str, Any]) -> dict[str, Any]:
     from dvc_data.hashfile.build import build
     from dvc_data.hashfile.hash import hash_file
 
-    fs, odb, extra = _hasher(root)
     out = []
     for s in sets:
         folder, csv = s.resolved(root)
@@ -90,7 +96,7 @@ def fingerprint(sets: list[DataSet], root: Path) -> dict[str, Any]:
         if not csv.is_file():
             raise SourceError(f"{what}.labels_csv {s.labels_csv} ({csv}) is not a file")
         _, meta, obj = build(odb, str(folder), fs, "md5", dry_run=True, **extra)
-        csv_meta, csv_hash = hash_file(str(csv), fs, "md5", **extra)
+        _, csv_hash = hash_file(str(csv), fs, "md5", **extra)
         out.append(
             {
                 "name": s.name,

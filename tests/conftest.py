@@ -66,3 +66,29 @@ def make_processed(
     manifest.to_csv(ws.manifest, index=False)
     manifest.assign(split=splits)[["row", "patient", "label", "split"]].to_csv(ws.splits, index=False)
     return manifest
+
+
+def features_info(dim: int, image_size: int, n_images: int, n_augmented: int, weights_source: str = "test") -> dict:
+    """A data/features/info.json document as the features stage writes it (tiny, for tests)."""
+    return {
+        "backbone": "efficientnet_lite0",
+        "weights_source": weights_source,
+        "weights_sha256": "ab" * 32,
+        "num_features": dim,
+        "num_classes": 2,
+        "preprocessing": {
+            "scale": 255.0,
+            "mean": [127.0] * 3,
+            "std": [128.0] * 3,
+            "in_chans": 3,
+            "grey_to_rgb": "repeat",
+            "description": "(x*255 - 127) / 128; grey repeated to 3 channels",
+        },
+        "D": dim,
+        "image_size": image_size,
+        "n_images": n_images,
+        "n_augmented": n_augmented,
+        "batch_size": 8,
+        "device": "cpu",
+        "num_threads": 1,
+    }

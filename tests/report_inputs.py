@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from conftest import features_info
 
 from pipeline import contracts as C
 from pipeline import paths
@@ -281,28 +282,7 @@ def build(
     write_contract(
         root / paths.FEATURES_INFO,
         C.FeaturesInfo,
-        {
-            "backbone": "efficientnet_lite0",
-            "weights_source": _card("finetune", 6, 4)["weights_source"],
-            "weights_sha256": "ab" * 32,
-            "num_features": 1280,
-            "num_classes": 2,
-            "preprocessing": {
-                "scale": 255.0,
-                "mean": [127.0] * 3,
-                "std": [128.0] * 3,
-                "in_chans": 3,
-                "grey_to_rgb": "repeat",
-                "description": "(x*255 - 127) / 128; grey repeated to 3 channels",
-            },
-            "D": 1280,
-            "image_size": 32,
-            "n_images": len(man),
-            "n_augmented": 160,
-            "batch_size": 32,
-            "device": "cpu",
-            "num_threads": 2,
-        },
+        features_info(1280, 32, len(man), 160, weights_source=_card("finetune", 6, 4)["weights_source"]),
     )
     for folder, text in (
         ("dicom", "NIH ChestX-ray14, see https://nihcc.app.box.com/v/ChestXray-NIHCC (CC0)."),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_processed, repo_params, write_params
+from conftest import features_info, make_processed, repo_params, write_params
 from dicom_factory import chest_like, make_dataset, write
 
 from pipeline import paths
@@ -316,32 +316,7 @@ def test_linear_step_end_to_end(workspace) -> None:
     workspace.path(paths.FEATURES_DIR).mkdir(parents=True)
     np.save(workspace.path(paths.FEATURES), X.astype(np.float32))
     np.save(workspace.path(paths.AUGMENTED_FEATURES), (X[train] + 0.1).astype(np.float32))
-    workspace.path(paths.FEATURES_INFO).write_text(
-        json.dumps(
-            {
-                "backbone": "efficientnet_lite0",
-                "weights_source": "test",
-                "weights_sha256": "ab" * 32,
-                "num_features": 6,
-                "num_classes": 2,
-                "preprocessing": {
-                    "scale": 255.0,
-                    "mean": [127.0] * 3,
-                    "std": [128.0] * 3,
-                    "in_chans": 3,
-                    "grey_to_rgb": "repeat",
-                    "description": "test",
-                },
-                "D": 6,
-                "image_size": 16,
-                "n_images": n,
-                "n_augmented": len(train),
-                "batch_size": 8,
-                "device": "cpu",
-                "num_threads": 1,
-            }
-        )
-    )
+    workspace.path(paths.FEATURES_INFO).write_text(json.dumps(features_info(6, 16, n, len(train))))
     raw = repo_params()
     raw["linear"].update(cv_folds=3, C_grid=GRID)
     params = write_params(workspace.root, raw)
