@@ -269,7 +269,39 @@ class Report(_Section):
     gradcam_per_outcome: int = Field(default=2, ge=0, le=10)
 
 
+# The strategy variants a user may list in strategies.variants (names are a contract; each runs
+# as its own DVC stage `variant@<name>` beside the three main methods linear/finetune/scratch).
+VARIANT_NAMES = (
+    "full_ft",
+    "unfreeze_last",
+    "dlr_234",
+    "dlr_246",
+    "dlr_23456",
+    "layer_decay",
+    "lp_ft",
+    "linear_on_logits",
+    "knn",
+)
+Variant = Literal[
+    "full_ft",
+    "unfreeze_last",
+    "dlr_234",
+    "dlr_246",
+    "dlr_23456",
+    "layer_decay",
+    "lp_ft",
+    "linear_on_logits",
+    "knn",
+]
+
+
 class Strategies(_Section):
+    # Extra transfer strategies, each its own cached DVC stage; unlisted ones do not run.
+    variants: list[Variant] = Field(default_factory=list)
+    # unfreeze_last: the last n backbone layer groups (plus the head) train.
+    unfreeze_last_n: int = Field(default=2, ge=1)
+    # layer_decay: group i of n (head = n) trains at head_lr * layer_decay ** (n - i).
+    layer_decay: float = Field(default=0.7, gt=0, le=1)
     # Backbones the transferability stage scores by LogME on frozen train features (registry
     # names, see pipeline.backbones); one without local weights is skipped with its reason.
     candidates: list[str] = Field(
@@ -281,6 +313,8 @@ class Strategies(_Section):
     def _distinct(self) -> Strategies:
         if len(set(self.candidates)) != len(self.candidates):
             raise ValueError(f"candidates must be distinct, got {self.candidates}")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants must be distinct, got {self.variants}")
         return self
 
 

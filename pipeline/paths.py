@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pipeline.params import REPO_ROOT
 
@@ -36,7 +37,13 @@ DIAGNOSTICS = REPORTS / "diagnostics.json"
 REPORT_HTML = REPORTS / "report.html"
 REPORT_MD = REPORTS / "report.md"
 
-PATHS = ("linear", "finetune", "scratch")  # the three transfer paths, in report order
+PATHS = ("linear", "finetune", "scratch")  # the three main transfer methods, in report order
+
+
+def methods(params: Any) -> tuple[str, ...]:
+    """Every method a run produces predictions for: the three main ones, then
+    ``strategies.variants`` in their configured order."""
+    return PATHS + tuple(v for v in params.strategies.variants if v not in PATHS)
 
 
 def predictions_csv(path_name: str) -> Path:

@@ -26,7 +26,7 @@ def run_evaluate(params: Params, workspace: Workspace) -> tuple[dict[str, Any], 
     # keep_default_na=False: a sex of "NA" or a view "N/A" stays a string; only empty is missing.
     manifest = pd.read_csv(manifest_path, keep_default_na=False, na_values=[""], dtype={"source": str})
     predictions = {}
-    for name in paths.PATHS:
+    for name in paths.methods(params):
         p = workspace.predictions(name)
         if p.exists():
             predictions[name] = read_predictions(p, params.data.classes)
@@ -35,7 +35,7 @@ def run_evaluate(params: Params, workspace: Workspace) -> tuple[dict[str, Any], 
     if not predictions:
         raise StageError(
             "no prediction files found (expected any of "
-            + ", ".join(str(paths.predictions_csv(n)) for n in paths.PATHS)
+            + ", ".join(str(paths.predictions_csv(n)) for n in paths.methods(params))
             + "); run the linear, finetune or scratch stage first"
         )
     start = time.perf_counter()
