@@ -37,8 +37,11 @@ from pipeline.backbones import create_backbone, set_num_threads
 from pipeline.common import write_json
 from pipeline.dataset import Dataset
 from pipeline.features import embed, prepare_frozen
+from pipeline.loader import iter_batches
+from pipeline.param_groups import make_optimizer
 from pipeline.params import REPO_ROOT, Params, load_params, validate_params
-from pipeline.training import iter_batches, make_optimizer, plan_groups, train
+from pipeline.strategies import plan_groups
+from pipeline.training import train
 
 OUT = REPO_ROOT / "reports" / "bench" / "models.json"
 
@@ -126,7 +129,7 @@ def _bare_train_loop(params: Params, n: int, channels_last: bool):
     size, bs = params.ingest.size, params.train.batch_size
     torch.manual_seed(0)
     model = create_backbone(params.backbone, 2)
-    opt = make_optimizer(plan_groups(model, "finetune", params), params)
+    opt = make_optimizer(plan_groups(model, "finetune", params), params.train)
     model.use_channels_last(channels_last).train()
     x = torch.rand(bs, 1, size, size)
     y = torch.arange(bs) % 2

@@ -15,16 +15,26 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
-from pipeline.params import REPO_ROOT, Params, load_params
+from pipeline.params import REPO_ROOT, load_params
 from pipeline.workspace import Workspace
 
 EXIT_STAGE_ERROR = 1
 
 
-def main(stage: str, run: Callable[[Params, Workspace], Any], doc: str | None, argv: list[str] | None = None) -> int:
+def main(
+    stage: str,
+    run: Callable[..., Any],
+    doc: str | None,
+    argv: list[str] | None = None,
+    methods: tuple[str, ...] | None = None,
+) -> int:
+    """Parse, validate params, run. ``methods``: the stage takes one positional method name
+    (one of ``methods``), passed to ``run(params, workspace, method)``: a `foreach` stage."""
     parser = argparse.ArgumentParser(
         prog=f"python -m stages.{stage}", description=(doc or stage).strip().splitlines()[0]
     )
+    if methods is not None:
+        parser.add_argument("method", choices=methods, help="which method this stage runs")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml in the root)")
     parser.add_argument(
         "--root",
@@ -36,13 +46,16 @@ def main(stage: str, run: Callable[[Params, Workspace], Any], doc: str | None, a
     try:
         params_file = args.params if Path(args.params).is_absolute() else args.root / args.params
         params = load_params(params_file)
-        run(params, Workspace(args.root))
+        if methods is not None:
+            run(params, Workspace(args.root), args.method)
+        else:
+            run(params, Workspace(args.root))
     except StageError as err:
         print(f"{stage}: {err}", file=sys.stderr)
         return EXIT_STAGE_ERROR
     return 0
 
 
-def entry(stage: str, run: Callable[[Params, Workspace], Any], doc: str | None) -> None:
+def entry(stage: str, run: Callable[..., Any], doc: str | None, methods: tuple[str, ...] | None = None) -> None:
     """``if __name__ == "__main__"`` of a stage module."""
-    sys.exit(main(stage, run, doc))
+    sys.exit(main(stage, run, doc, methods=methods))

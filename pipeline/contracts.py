@@ -241,20 +241,42 @@ class NetModelCard(Contract):
     seed: int
     grey_to_rgb: str
     preprocessing: str
+    optimizer: str
+    bn: Literal["adapt", "freeze"] = Field(description="BatchNorm running statistics while training")
+    head_init: Literal["random", "linear_probe"]
+    trained_params: int = Field(description="parameters of the trainable layer groups")
 
 
 class EpochRecord(Contract):
     epoch: int
-    train_loss: Num
-    train_auroc: Num
+    train_loss: Num = Field(description="eval mode, un-augmented training images")
+    train_auroc: Num = Field(description="eval mode, un-augmented training images")
+    train_loss_running: Num = Field(description="train mode, augmented images, during the epoch")
+    train_auroc_running: Num = Field(description="train mode, augmented images, during the epoch")
     val_loss: Num
     val_auroc: Num
     lr: dict[str, float] = Field(description="by layer group")
     seconds: float
 
 
+class LrTrial(Contract):
+    lr: float
+    val_auroc: Num
+    val_loss: Num
+    train_auroc: Num
+
+
+class LrSearch(Contract):
+    """scratch's learning rate, chosen on val by short runs over scratch.lr_grid."""
+
+    chosen_lr: float
+    grid_steps: int
+    epochs_per_trial: int
+    trials: list[LrTrial]
+
+
 class TrainLog(Contract):
-    """reports/train/{finetune,scratch}.json (stages `finetune`, `scratch`)."""
+    """reports/train/<method>.json of a trained method (finetune, scratch, fine-tuning variants)."""
 
     model_card: NetModelCard
     history: list[EpochRecord]
@@ -262,6 +284,7 @@ class TrainLog(Contract):
     monitor: str
     stopped_early: bool
     resumed_from_epoch: int | None
+    lr_search: LrSearch | None = None
 
 
 class LinearModelCard(Contract):

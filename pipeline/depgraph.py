@@ -10,6 +10,7 @@ dependency is missing. ``python -m pipeline.depgraph`` prints what each stage ne
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -87,10 +88,39 @@ def missing_deps(root: Path, stage: str, deps: list[str]) -> list[Path]:
     return sorted(m for m in stage_closure(root, stage) if not covered(m, deps))
 
 
+def rewrite_code_deps(text: str, closures: dict[str, set[Path]]) -> str:
+    """dvc.yaml ``text`` with each stage's code deps (its ``- pipeline/...`` / ``- stages/...``
+    lines) replaced by the sorted ``closures[stage]``, at the place of the first one; other deps,
+    comments and formatting are kept."""
+    out: list[str] = []
+    stage: str | None = None
+    written: set[str] = set()
+    for line in text.splitlines(keepends=True):
+        head = re.match(r"^  ([A-Za-z0-9_@-]+):\s*$", line)
+        if head:
+            stage = head.group(1)
+        code = re.match(r"^(\s+)- (pipeline|stages)/\S+\s*$", line)
+        if code and stage in closures:
+            if stage not in written:
+                written.add(stage)
+                out.extend(f"{code.group(1)}- {m}\n" for m in sorted(map(str, closures[stage])))
+            continue
+        out.append(line)
+    return "".join(out)
+
+
 def main() -> int:
     import yaml
 
     root = Path.cwd()
+    if "--write" in sys.argv[1:]:
+        text = (root / "dvc.yaml").read_text()
+        closures = {}
+        for name, spec in yaml.safe_load(text)["stages"].items():
+            script = stage_script(spec.get("do", spec).get("cmd", ""))
+            if script is not None:
+                closures[name] = stage_closure(root, script)
+        (root / "dvc.yaml").write_text(rewrite_code_deps(text, closures))
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     for name, spec in stages.items():
         script = stage_script(spec.get("do", spec).get("cmd", ""))

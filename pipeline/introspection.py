@@ -4,7 +4,7 @@
   :attr:`pipeline.backbones.ClassifierModel.layer_groups` that the optimiser uses), each with its
   output shape, parameter count and multiply-adds from ``torchinfo``;
 * :func:`training_plans` -- which groups each path trains and at which rate, from
-  :func:`pipeline.training.plan_groups` (the same rule the trainer applies);
+  :func:`pipeline.strategies.plan_groups` (the same rule the trainer applies);
 * :func:`group_outputs` -- the module whose output is a group's output: the last one to run whose
   parameters all lie in the group, so the value before any parameter-free activation that follows
   (EfficientNet-Lite: the stem's and head_conv's BatchNorm before ReLU6; a block's output, which
@@ -35,7 +35,7 @@ from torch import nn
 
 from pipeline.backbones import ClassifierModel, images_to_tensor
 from pipeline.params import Params
-from pipeline.training import plan_groups
+from pipeline.strategies import plan_groups
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -127,36 +127,36 @@ def architecture(model: ClassifierModel, image_size: int) -> dict[str, Any]:
 
 
 def training_plans(model: ClassifierModel, params: Params) -> dict[str, Any]:
-    """Per path: every layer group with ``trains`` and ``lr`` (None when frozen), plus a note."""
+    """Per method of this run (main three + listed variants): every layer group with ``trains``
+    and ``lr`` (None when frozen, or when the rate is chosen during training), plus a note."""
+    from pipeline import paths
+    from pipeline.strategies import get_strategy
 
-    def rows(kind: str) -> list[dict[str, Any]]:
+    def rows(name: str, lr_known: bool = True) -> list[dict[str, Any]]:
         return [
-            {"group": g.name, "trains": g.trainable, "lr": g.lr if g.trainable else None}
-            for g in plan_groups(model, kind, params)
+            {"group": g.name, "trains": g.trainable, "lr": g.lr if g.trainable and lr_known else None}
+            for g in plan_groups(model, name, params)
         ]
 
-    ft = params.finetune
-    linear = [{"group": name, "trains": False, "lr": None} for name, _ in model.layer_groups]
-    return {
-        "linear": {
-            "groups": linear,
-            "note": "every group frozen; a logistic regression (C by "
-            "patient-grouped CV, no learning rate) is fitted on the pooled features instead "
-            "of the head",
-        },
-        "finetune": {
-            "groups": rows("finetune"),
-            "note": (
-                f"pretrained weights; tiered rates 10^-p for p in lr_powers {list(ft.lr_powers)}, "
-                f"boundaries {ft.lr_boundaries}; unfreeze_last_n {ft.unfreeze_last_n}; the first "
-                f"{ft.warmup_epochs} epoch(s) train the head alone"
-            ),
-        },
-        "scratch": {
-            "groups": rows("scratch"),
-            "note": f"random initialisation, every group at scratch.lr = {params.scratch.lr}",
-        },
-    }
+    frozen = [{"group": name, "trains": False, "lr": None} for name, _ in model.layer_groups]
+    out: dict[str, Any] = {}
+    for name in paths.methods(params):
+        s = get_strategy(name)
+        if s.kind == "features":
+            out[name] = {"groups": frozen, "note": f"every group frozen; {s.summary}"}
+        elif name == "scratch" and params.scratch.lr is None:
+            grid = params.scratch.model_copy(update={"lr": params.scratch.lr_grid[0]})
+            scratch_params = params.model_copy(update={"scratch": grid})
+            out[name] = {
+                "groups": [
+                    {"group": g.name, "trains": True, "lr": None} for g in plan_groups(model, name, scratch_params)
+                ],
+                "note": f"{s.summary}: the rate is chosen on val from scratch.lr_grid {params.scratch.lr_grid} "
+                "(reports/train/scratch.json, lr_search)",
+            }
+        else:
+            out[name] = {"groups": rows(name), "note": s.summary}
+    return out
 
 
 class Taps:

@@ -186,6 +186,7 @@ class Train(_Section):
     batch_size: int = Field(ge=1, le=4096)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = True
     weight_decay: float = Field(default=1e-4, ge=0)
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     early_stopping_patience: int | None = Field(default=3, ge=1)
@@ -199,6 +200,7 @@ class Finetune(_Section):
     lr_boundaries: list[int] | None = None
     unfreeze_last_n: int | None = Field(default=None, ge=0)
     warmup_epochs: int = Field(default=0, ge=0)
+    bn: Literal["adapt", "freeze"] = "freeze"
 
     @model_validator(mode="after")
     def _check_tiers(self) -> Finetune:
@@ -222,7 +224,21 @@ class Finetune(_Section):
 
 
 class Scratch(_Section):
-    lr: float = Field(gt=0, le=10)
+    # None: chosen from lr_grid by short runs scored on val (pipeline.lr_search).
+    lr: float | None = Field(default=None, gt=0, le=10)
+    lr_grid: list[float] = Field(default_factory=lambda: [0.003, 0.001, 0.0003], min_length=1)
+    grid_steps: int = Field(default=60, ge=1)
+    # The optimiser-step budget of the scratch run (epochs = ceil(steps / batches per epoch)).
+    steps: int = Field(default=300, ge=1)
+    # scratch's own optimiser (a random network trains poorly with SGD at few steps).
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> Scratch:
+        bad = [x for x in self.lr_grid if not 0 < x <= 10]
+        if bad:
+            raise ValueError(f"lr_grid values must be in (0, 10], got {bad}")
+        return self
 
 
 class Evaluate(_Section):
@@ -302,6 +318,8 @@ class Strategies(_Section):
     unfreeze_last_n: int = Field(default=2, ge=1)
     # layer_decay: group i of n (head = n) trains at head_lr * layer_decay ** (n - i).
     layer_decay: float = Field(default=0.7, gt=0, le=1)
+    # full_ft: the one learning rate of every layer.
+    full_ft_lr: float = Field(default=0.001, gt=0, le=10)
     # Backbones the transferability stage scores by LogME on frozen train features (registry
     # names, see pipeline.backbones); one without local weights is skipped with its reason.
     candidates: list[str] = Field(

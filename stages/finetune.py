@@ -6,7 +6,7 @@ Reads params `seed`, `data.*`, `augment.*`, `backbone.*`, `train.*`, `finetune.*
 writes predictions/finetune.csv (every manifest row), models/finetune/best.pt,
 reports/train/finetune.json (model card + per-epoch history) and the dvclive dir
 reports/train/finetune/.
-A per-epoch checkpoint in models/finetune/ckpt/ lets an interrupted run resume where it stopped.
+A per-epoch checkpoint in models/.resume/finetune/ lets an interrupted run resume where it stopped.
 """
 
 from pipeline.cli import entry

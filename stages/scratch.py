@@ -4,7 +4,7 @@ Reads params `seed`, `data.*`, `augment.*`, `backbone.*`, `train.*`, `scratch.*`
 writes predictions/scratch.csv (every manifest row), models/scratch/best.pt,
 reports/train/scratch.json (model card + per-epoch history) and the dvclive dir
 reports/train/scratch/.
-A per-epoch checkpoint in models/scratch/ckpt/ lets an interrupted run resume where it stopped.
+A per-epoch checkpoint in models/.resume/scratch/ lets an interrupted run resume where it stopped.
 """
 
 from pipeline.cli import entry

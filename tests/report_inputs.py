@@ -94,6 +94,8 @@ def _history(n: int, start: float, slope: float, overfit_from: int | None) -> li
                 "train_loss": tl,
                 "val_loss": vl,
                 "train_auroc": min(0.999, va + 0.02 * e),
+                "train_loss_running": tl * 1.1,
+                "train_auroc_running": min(0.999, va + 0.01 * e),
                 "val_auroc": va,
                 "lr": {"bottom": 1e-6, "middle": 1e-4, "head": 1e-2},
                 "seconds": 9.5,
@@ -170,6 +172,10 @@ def _card(path: str, epochs: int | None, best: int | None) -> dict:
                 "num_threads": 2,
                 "grey_to_rgb": "repeat",
                 "preprocessing": "(x*255 - 127) / 128; grey repeated to 3 channels",
+                "optimizer": "sgd" if path == "finetune" else "adamw",
+                "bn": "freeze" if path == "finetune" else "adapt",
+                "head_init": "random",
+                "trained_params": 203562,
             }
         ),
     }

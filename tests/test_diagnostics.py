@@ -590,6 +590,7 @@ def test_make_fit_retrains_scratch_with_the_real_trainer() -> None:
 
     raw = yaml.safe_load(yaml.safe_dump(raw_params.model_dump(mode="json")))
     raw["train"].update({"batch_size": 8, "num_threads": 1, "augment_on_the_fly": False, "device": "cpu"})
+    raw["scratch"]["lr"] = 0.01  # the rate the scratch stage chose (steps/diagnose.with_chosen_scratch_lr)
     params = validate_params(raw)
     ds, _ = _synthetic_dataset(n_patients=16)
     rng = np.random.default_rng(1)

@@ -12,7 +12,7 @@ from pipeline.params import REPO_ROOT, load_params
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 PARAMS_RAW = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-STAGES = DVC_YAML["stages"]
+STAGES = {n: s.get("do", s) for n, s in DVC_YAML["stages"].items()}  # a foreach stage: its `do`
 
 
 def _entries(stage: dict, key: str) -> list[str]:
@@ -43,7 +43,8 @@ def test_declared_params_exist(stage: str) -> None:
 def test_stage_commands_run_the_stage_module(stage: str) -> None:
     spec = STAGES[stage]
     # `python -m stages.<name>`: run as a module so `pipeline` comes from the checkout being run.
-    assert spec["cmd"] == f"python -m stages.{stage}", spec["cmd"]
+    expected = f"python -m stages.{stage}" + (" ${item}" if "foreach" in DVC_YAML["stages"][stage] else "")
+    assert spec["cmd"] == expected, spec["cmd"]
     assert (REPO_ROOT / f"stages/{stage}.py").is_file(), f"{stage}: stages/{stage}.py missing"
 
 

@@ -14,7 +14,8 @@ import yaml
 from pipeline.depgraph import covered, missing_deps, module_closure, stage_closure, stage_script
 from pipeline.params import REPO_ROOT
 
-STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+# A `foreach` stage's command and deps are in its `do` block.
+STAGES = {n: s.get("do", s) for n, s in yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"].items()}
 
 
 def _deps(spec: dict) -> list[str]:

@@ -12,18 +12,21 @@ import yaml
 
 from pipeline.backbones import create_backbone
 from pipeline.dataset import Dataset
-from pipeline.params import REPO_ROOT, Backbone, Params, validate_params
+from pipeline.params import REPO_ROOT, Params, validate_params
 from pipeline.predictions import read_predictions
+from pipeline.strategies import plan_groups
+from pipeline.trained_methods import run_trained_method
 from pipeline.training import (
     auroc,
+    choose_monitor,
     load_trained,
-    make_optimizer,
-    make_scheduler,
-    plan_groups,
     predict_proba,
-    run_training_stage,
+    set_train_mode,
+    set_trainable,
     train,
+    update_best,
 )
+from pipeline.workspace import Workspace
 
 SIZE = 32
 
@@ -32,6 +35,7 @@ def _params(**sections) -> Params:
     """The repo's params.yaml with tiny-run overrides: ``train={"epochs": 1}`` etc."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["train"].update(batch_size=8, num_threads=0, augment_on_the_fly=False, device="cpu")
+    raw["scratch"].update(lr=0.01, steps=2)
     for key, value in sections.items():
         if isinstance(value, dict):
             raw[key].update(value)
@@ -61,66 +65,7 @@ def _dataset(n: int = 24, classes=("normal", "abnormal"), seed: int = 0) -> Data
 
 
 # ---------------------------------------------------------------------------------------------
-# Learning-rate plan
-
-
-def test_2_4_6_rule_puts_every_parameter_in_one_group_at_its_rate() -> None:
-    params = _params()  # lr_powers [6, 4, 2], lr_boundaries [3]
-    model = create_backbone(params.backbone, num_classes=2)
-    opt = make_optimizer(plan_groups(model, "finetune", params), params)
-    expected = {"stem": 1e-6, "stage1": 1e-6, "stage2": 1e-6, "head": 1e-2}
-    seen: dict[int, str] = {}
-    for g in opt.param_groups:
-        assert g["lr"] == pytest.approx(expected.get(g["name"], 1e-4), rel=1e-12), g["name"]
-        for p in g["params"]:
-            assert id(p) not in seen, f"{g['name']} and {seen[id(p)]} share a parameter"
-            seen[id(p)] = g["name"]
-    assert set(seen) == {id(p) for p in model.parameters()}
-    head_ids = {id(p) for p in model.head.parameters()}
-    assert {seen[i] for i in head_ids} == {"head"}
-
-
-def test_even_split_unfreeze_and_scratch_plans() -> None:
-    model = create_backbone(Backbone(name="efficientnet_lite0"), num_classes=2)
-    tiers = {"lr_powers": [5, 4, 3, 2], "lr_boundaries": None}
-    even = plan_groups(model, "finetune", _params(finetune=tiers))
-    # 9 backbone groups in 3 tiers of 3, bottom to top, then the head.
-    assert [g.lr for g in even] == pytest.approx([1e-5] * 3 + [1e-4] * 3 + [1e-3] * 3 + [1e-2])
-    last2 = plan_groups(model, "finetune", _params(finetune={"unfreeze_last_n": 2}))
-    assert [g.name for g in last2 if g.trainable] == ["stage7", "head_conv", "head"]
-    opt = make_optimizer(last2, _params())
-    assert [g["name"] for g in opt.param_groups] == ["stage7", "head_conv", "head"]
-    scratch = plan_groups(model, "scratch", _params(scratch={"lr": 0.05}))
-    assert all(g.trainable and g.lr == 0.05 for g in scratch)
-    with pytest.raises(ValueError, match="lr_boundaries"):
-        plan_groups(model, "finetune", _params(finetune={"lr_boundaries": [9]}))
-    with pytest.raises(ValueError, match="unfreeze_last_n"):
-        plan_groups(model, "finetune", _params(finetune={"unfreeze_last_n": 10}))
-
-
-@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "constant"])
-def test_schedules_scale_each_group_from_its_own_rate(schedule: str) -> None:
-    params = _params(train={"schedule": schedule})
-    model = create_backbone(params.backbone, num_classes=2)
-    opt = make_optimizer(plan_groups(model, "finetune", params), params)
-    sched = make_scheduler(opt, schedule, total_steps=20)
-    trace = []
-    for _ in range(20):
-        trace.append([g["lr"] for g in opt.param_groups])
-        opt.step()
-        sched.step()
-    trace = np.array(trace)
-    key = "max_lr" if schedule == "onecycle" else "initial_lr"
-    configured = np.array([g[key] for g in opt.param_groups])
-    # Every group follows the same shape: ratios between groups stay those configured.
-    ratios = np.tile(configured / configured[-1], (20, 1))
-    np.testing.assert_allclose(trace / trace[:, -1:], ratios, rtol=1e-9)
-    peak = trace.max(axis=0)
-    np.testing.assert_allclose(peak, configured, rtol=1e-3)
-    if schedule == "cosine":
-        assert trace[-1, -1] < 0.01 * configured[-1]
-    if schedule == "constant":
-        assert (trace == configured).all()
+# Metrics
 
 
 def test_auroc_binary_multiclass_and_undefined() -> None:
@@ -161,7 +106,7 @@ def test_one_epoch_stage_writes_every_output(tmp_path, kind, classes, extra) -> 
     ds = _dataset(classes=classes)
     _write_project(tmp_path, ds)
     params = _params(**extra)
-    result = run_training_stage(kind, params, root=tmp_path)
+    result = run_trained_method(kind, params, Workspace(tmp_path))
 
     preds = read_predictions(tmp_path / "predictions" / f"{kind}.csv", classes)
     assert preds["row"].tolist() == list(range(len(ds.manifest)))  # every split, every row
@@ -194,14 +139,14 @@ def test_one_epoch_stage_writes_every_output(tmp_path, kind, classes, extra) -> 
     assert (card["weights_sha256"] is None) == (kind == "scratch")
     assert [g["name"] for g in card["layer_groups"]][-1] == "head"
     (entry,) = log["history"]
-    keys = {"epoch", "train_loss", "train_auroc", "val_loss", "val_auroc", "lr", "seconds"}
+    keys = {"epoch", "train_loss", "train_auroc", "train_loss_running", "train_auroc_running", "val_loss", "val_auroc"}
     assert set(entry) >= keys
     assert set(entry["lr"]) == {g["name"] for g in card["layer_groups"]}
     live = tmp_path / "reports" / "train" / kind
     assert (live / "metrics.json").exists()
     for name in ("train/loss.tsv", "val/auroc.tsv", "lr/head.tsv"):
         assert (live / "plots" / "metrics" / name).exists(), name
-    assert (tmp_path / "models" / kind / "ckpt" / "checkpoint.pt").exists()
+    assert (tmp_path / "models" / ".resume" / kind / "checkpoint.pt").exists()
     assert result.best_epoch == 1
 
 
@@ -252,7 +197,7 @@ def test_warmup_and_unfreeze_leave_frozen_groups_bit_identical() -> None:
 
 def test_loader_thread_gives_the_same_batches_in_order() -> None:
     from pipeline.augment import make_augmentation
-    from pipeline.training import iter_batches, load_batch
+    from pipeline.loader import iter_batches, load_batch
 
     images = _dataset(n=12).images
     batches = [np.array([3, 1, 4]), np.array([0, 5]), np.array([9, 2, 6])]
@@ -266,3 +211,67 @@ def test_loader_thread_gives_the_same_batches_in_order() -> None:
     other = load_batch(images, batches[0], make_augmentation(cfg), seed=1, epoch=3)
     assert not np.array_equal(other, direct[0])
     assert not np.array_equal(direct[0], np.asarray(images[batches[0]], np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer fixes (issue 9): eval-mode train metrics, a finite monitor, BatchNorm policy
+
+
+def test_train_metrics_are_eval_mode_on_unaugmented_images() -> None:
+    ds = _dataset()
+    params = _params(train={"epochs": 1, "augment_on_the_fly": True})
+    tr, va = ds.rows("train"), ds.rows("val")
+    res = train("finetune", ds, params, tr, va, None, None)
+    (entry,) = res.history
+    # The kept model is the only epoch's: its eval-mode predictions on the raw train images give
+    # exactly the logged train AUROC; the running value (augmented, train mode) is logged apart.
+    y = np.asarray(ds.labels())[tr]
+    assert entry["train_auroc"] == pytest.approx(auroc(y, predict_proba(res.model, ds.images, tr, 8), 1), abs=1e-12)
+    assert "train_auroc_running" in entry and entry["train_loss_running"] != entry["train_loss"]
+
+
+def test_monitor_is_finite_when_val_lacks_a_class() -> None:
+    # Three classes, val holds two: val AUROC (OvR macro) is undefined, so val loss is followed.
+    assert choose_monitor("x", np.array([0, 1, 1, 0]), 3) == "val_loss"
+    assert choose_monitor("x", np.array([0, 1, 2]), 3) == "val_auroc"
+    assert choose_monitor("x", np.array([0, 1]), 2) == "val_auroc"
+    # A diverged epoch (NaN) never replaces a finite best; a finite one replaces a NaN first epoch.
+    model = torch.nn.Linear(1, 1)
+    st = {"best_state": None, "best_score": -np.inf, "best_epoch": 0, "bad_epochs": 0}
+    update_best(st, model, {"epoch": 1, "val_auroc": float("nan")}, "val_auroc")
+    assert st["best_epoch"] == 1
+    update_best(st, model, {"epoch": 2, "val_auroc": 0.6}, "val_auroc")
+    assert st["best_epoch"] == 2
+    update_best(st, model, {"epoch": 3, "val_auroc": float("nan")}, "val_auroc")
+    assert st["best_epoch"] == 2 and st["bad_epochs"] == 1
+
+
+@pytest.mark.parametrize("bn, moved", [("freeze", False), ("adapt", True)])
+def test_batchnorm_policy(bn: str, moved: bool) -> None:
+    params = _params(finetune={"bn": bn})
+    model = create_backbone(params.backbone, 2)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    set_train_mode(model, set_trainable(plan_groups(model, "finetune", params), False), bn)
+    with torch.no_grad():
+        model(torch.rand(4, 1, SIZE, SIZE))
+    after = model.state_dict()
+    changed = any(not torch.equal(after[k], v) for k, v in stats.items())
+    assert changed is moved
+    # Affine BatchNorm weights still train under `freeze`: they are in the plan.
+    assert all(p.requires_grad for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+
+
+def test_fingerprint_covers_code_libraries_and_device() -> None:
+    from pipeline.checkpoint import code_files, fingerprint, library_versions
+
+    names = {str(p) for p in code_files()}
+    for module in ("pipeline/training.py", "pipeline/param_groups.py", "pipeline/strategies.py", "pipeline/augment.py"):
+        assert module in names
+    assert {"torch", "numpy", "monai"} <= set(library_versions())
+    ds = _dataset()
+    labels = np.asarray(ds.labels())
+    args = (ds.images, labels, ds.rows("train"), ds.rows("val"))
+    cpu = fingerprint({"a": 1}, torch.device("cpu"), *args)
+    assert cpu == fingerprint({"a": 1}, torch.device("cpu"), *args)
+    assert cpu != fingerprint({"a": 1}, torch.device("meta"), *args)
+    assert cpu != fingerprint({"a": 2}, torch.device("cpu"), *args)

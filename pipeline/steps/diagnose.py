@@ -33,6 +33,7 @@ def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
     evaluation = read_contract(workspace.require(paths.EVALUATION, "evaluate"), Evaluation).model_dump()
     rules = D.Rules.from_params(params)
 
+    params = with_chosen_scratch_lr(params, logs.get("scratch"))
     dataset = load_dataset(params, root=workspace.root)
     linear_inputs = load_linear_inputs(workspace.root)
     fit = D.make_fit(dataset, params, linear_inputs)
@@ -55,3 +56,12 @@ def run_diagnose(params: Params, workspace: Workspace) -> dict[str, Any]:
         log.info("learning curve vs %s: %s", ref, c["text"])
     log.info("diagnose done in %.1f s", doc["wall_time_s"])
     return doc
+
+
+def with_chosen_scratch_lr(params: Params, scratch_log: dict[str, Any] | None) -> Params:
+    """params whose scratch.lr is the rate the scratch stage chose on val (when it chose one):
+    the learning curve retrains scratch as the main run did."""
+    search = (scratch_log or {}).get("lr_search")
+    if params.scratch.lr is not None or not search:
+        return params
+    return params.model_copy(update={"scratch": params.scratch.model_copy(update={"lr": search["chosen_lr"]})})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pipeline.params import Params
-from pipeline.training import TrainResult, run_training_stage
+from pipeline.trained_methods import run_trained_method
+from pipeline.training import TrainResult
 from pipeline.workspace import Workspace
 
 
 def run_finetune(params: Params, workspace: Workspace) -> TrainResult:
-    return run_training_stage("finetune", params, workspace.root)
+    return run_trained_method("finetune", params, workspace)

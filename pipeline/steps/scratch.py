@@ -1,11 +1,12 @@
-"""scratch stage: the same network trained from random initialisation (the no-transfer baseline)."""
+"""scratch stage: the same network from random initialisation, its own rate and step budget."""
 
 from __future__ import annotations
 
 from pipeline.params import Params
-from pipeline.training import TrainResult, run_training_stage
+from pipeline.trained_methods import run_trained_method
+from pipeline.training import TrainResult
 from pipeline.workspace import Workspace
 
 
 def run_scratch(params: Params, workspace: Workspace) -> TrainResult:
-    return run_training_stage("scratch", params, workspace.root)
+    return run_trained_method("scratch", params, workspace)
