@@ -193,6 +193,8 @@ class Train(_Section):
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     num_threads: int = Field(default=0, ge=0)
     augment_on_the_fly: bool = True
+    # Data-parallel processes (torchrun + DDP) for the trained methods; 1 = one process.
+    nproc: int = Field(default=1, ge=1, le=1024)
 
 
 class Finetune(_Section):

@@ -16,7 +16,7 @@ from typing import Any
 import joblib
 import numpy as np
 
-from pipeline import paths
+from pipeline import distributed, paths
 from pipeline.common import get_logger
 from pipeline.contracts import TrainLog, write_contract
 from pipeline.dataset import load_dataset
@@ -80,9 +80,14 @@ def run_trained_method(name: str, params: Params, workspace: Workspace) -> Train
         head_init=head_init,
     )
     result.extra.update(extra)
+    ctx = distributed.init(result.model_card["device"].split(":")[0])
+    if not ctx.is_main:  # under DDP only rank 0 predicts and writes
+        distributed.finish(ctx)
+        return result
     probs = predict_proba(result.model, dataset.images, None, params.train.batch_size)
     write_predictions(workspace.path(paths.predictions_csv(name)), dataset, probs)
     save_trained(model_dir / "best.pt", result, dataset.classes, params.backbone)
     write_contract(workspace.path(paths.train_log(name)), TrainLog, result.log_record())
     log.info("%s: predictions for %d rows -> %s", name, len(probs), paths.predictions_csv(name))
+    distributed.finish(ctx)
     return result

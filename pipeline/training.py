@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline import distributed
 from pipeline.backbones import (
     ClassifierModel,
     create_backbone,
@@ -144,11 +145,15 @@ def evaluate_rows(
     batch_size: int,
     device: torch.device,
     positive_index: int,
+    ctx: distributed.Context = distributed.SINGLE,
 ) -> tuple[float, float]:
-    """Eval-mode cross-entropy and AUROC on ``rows`` (NaN, NaN without rows)."""
+    """Eval-mode cross-entropy and AUROC on ``rows`` (NaN, NaN without rows); under DDP each
+    rank predicts ``rows[rank::world]`` and the logits are gathered, so every rank gets the same."""
     if len(rows) == 0:
         return float("nan"), float("nan")
-    logits = torch.from_numpy(predict_logits(model, images, rows, batch_size, device))
+    rows = np.asarray(rows)
+    local = predict_logits(model, images, rows[ctx.rank :: ctx.world], batch_size, device)
+    logits = torch.from_numpy(distributed.gather_rows(local, len(rows), ctx))
     loss = float(F.cross_entropy(logits, torch.from_numpy(y)).item())
     return loss, auroc(y, torch.softmax(logits, 1).numpy(), positive_index)
 
@@ -357,6 +362,8 @@ class _Run:
     optimizer_name: str
     monitor: str
     transform: Any
+    ctx: distributed.Context
+    net: torch.nn.Module  # what the training step calls: ``model``, or its DDP wrapper
 
 
 def _run_epoch(run: _Run, st: dict[str, Any], dataset: Any, labels: np.ndarray, train_rows, val_rows, params) -> dict:
@@ -369,19 +376,19 @@ def _run_epoch(run: _Run, st: dict[str, Any], dataset: Any, labels: np.ndarray, 
     set_train_mode(run.model, set_trainable(run.plan, warm), run.strategy.bn_policy(params))
     lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
     lrs = {g.name: lrs.get(g.name, 0.0) if g.is_head or not warm else 0.0 for g in run.plan}
-    order = np.random.default_rng(epoch_seed(run.seed, epoch)).permutation(train_rows)
+    # The single-process order, this rank's share of it (all of it without DDP).
+    order = distributed.shard(np.random.default_rng(epoch_seed(run.seed, epoch)).permutation(train_rows), run.ctx)
     total = torch.zeros((), device=run.device)
     probs: list[torch.Tensor] = []
     seen: list[np.ndarray] = []
     bs = params.train.batch_size
-    for rows, batch in iter_batches(
-        dataset.images, make_batches(order, bs), run.transform, run.seed, epoch, loader_ahead(run.device)
-    ):
+    batches = make_batches(order, distributed.local_batch_size(bs, run.ctx))
+    for rows, batch in iter_batches(dataset.images, batches, run.transform, run.seed, epoch, loader_ahead(run.device)):
         x = images_to_tensor(batch, run.device)
         y = torch.from_numpy(labels[rows]).to(run.device)
         run.optimizer.zero_grad(set_to_none=True)
         with _autocast(run.device):
-            logits = run.model(x)
+            logits = run.net(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         run.optimizer.step()
@@ -390,17 +397,19 @@ def _run_epoch(run: _Run, st: dict[str, Any], dataset: Any, labels: np.ndarray, 
         total = total + loss.detach() * len(rows)
         probs.append(torch.softmax(logits.detach().float(), 1))
         seen.append(labels[rows])
-    pos = params.data.positive_index
-    y_seen = np.concatenate(seen)
-    running_probs = torch.cat(probs).cpu().numpy()
+    pos, ctx = params.data.positive_index, run.ctx
+    n_seen = len(order) * ctx.world
+    y_seen = distributed.gather_rows(np.concatenate(seen), n_seen, ctx)
+    running_probs = distributed.gather_rows(torch.cat(probs).cpu().numpy(), n_seen, ctx)
+    total = distributed.all_reduce_sum(total, ctx)
     images = dataset.images
-    train_loss, train_auroc = evaluate_rows(run.model, images, train_rows, labels[train_rows], bs, run.device, pos)
-    val_loss, val_auroc = evaluate_rows(run.model, images, val_rows, labels[val_rows], bs, run.device, pos)
+    train_loss, train_auroc = evaluate_rows(run.model, images, train_rows, labels[train_rows], bs, run.device, pos, ctx)
+    val_loss, val_auroc = evaluate_rows(run.model, images, val_rows, labels[val_rows], bs, run.device, pos, ctx)
     return {
         "epoch": epoch,
         "train_loss": train_loss,
         "train_auroc": train_auroc,
-        "train_loss_running": float(total) / len(order),
+        "train_loss_running": float(total) / n_seen,
         "train_auroc_running": auroc(y_seen, running_probs, pos),
         "val_loss": val_loss,
         "val_auroc": val_auroc,
@@ -423,6 +432,7 @@ def _fingerprint_config(run: _Run, params: Params, classes: tuple[str, ...], hea
         "strategies": params.strategies.model_dump(exclude={"variants", "candidates"}),
         "augment": params.augment.model_dump() if params.train.augment_on_the_fly else None,
         "head_init": None if head_init is None else [np.asarray(t).tolist() for t in head_init],
+        "world_size": run.ctx.world,
     }
 
 
@@ -433,6 +443,9 @@ def _setup(name: str, dataset: Any, params: Params, n_train: int, epochs: int | 
     tr = params.train
     threads = set_num_threads(tr.num_threads)
     device = select_device(tr.device)
+    ctx = distributed.init(device.type)
+    if ctx.active and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
     set_deterministic(device)
     seed_everything(seed)
     model = create_backbone(params.backbone, len(dataset.classes), pretrained=strategy.pretrained)
@@ -444,7 +457,8 @@ def _setup(name: str, dataset: Any, params: Params, n_train: int, epochs: int | 
     model = model.to(device).use_channels_last(TRAIN_CHANNELS_LAST and device.type != "mps")
     optimizer_name = params.scratch.optimizer if not strategy.pretrained else tr.optimizer
     optimizer = make_optimizer(plan, tr.model_copy(update={"optimizer": optimizer_name}))
-    batches_per_epoch = len(make_batches(np.arange(n_train), tr.batch_size))
+    n_local = math.ceil(n_train / ctx.world)  # DistributedSampler's share per rank
+    batches_per_epoch = len(make_batches(np.arange(n_local), distributed.local_batch_size(tr.batch_size, ctx)))
     planned = strategy.epochs(params, batches_per_epoch) if epochs is None else int(epochs)
     if planned < 1:
         raise ValueError(f"epochs must be >= 1, got {planned}")
@@ -456,9 +470,19 @@ def _setup(name: str, dataset: Any, params: Params, n_train: int, epochs: int | 
         from pipeline.augment import make_augmentation
 
         transform = make_augmentation(params.augment)
+    net: torch.nn.Module = model
+    if ctx.active:
+        # DDP registers the parameters that require grad now: every trainable group's. With a
+        # head-only warm-up the backbone's get no gradient in its first epochs (find_unused).
+        set_trainable(plan, warmup=False)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[ctx.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=warmup > 0,
+        )
     return _Run(
         name, strategy, model, plan, optimizer, scheduler, device, threads, planned, seed, warmup,
-        optimizer_name, "none", transform,
+        optimizer_name, "none", transform, ctx, net,
     )  # fmt: skip
 
 
@@ -516,8 +540,9 @@ def train(
         _fingerprint_config(run, params, classes, head_init), run.device, dataset.images, labels, train_rows, val_rows
     )
     st, resumed_from = _resume(run, out_dir, fp)
-    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    live = _open_live(live_dir, st["history"])
+    main = run.ctx.is_main  # only rank 0 writes files
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None and main else None
+    live = _open_live(live_dir if main else None, st["history"])
     t_run, wall_before = time.perf_counter(), float(st["wall_time_s"])
     patience = params.train.early_stopping_patience if run.strategy.early_stopping else None
     while not st["finished"] and st["epoch"] < run.epochs:
@@ -549,6 +574,7 @@ def train(
                 },
                 ckpt_path,
             )
+        distributed.barrier(run.ctx)  # every rank resumes from the same checkpoint
         if live is not None:
             _log_live(live, entry)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
