@@ -11,13 +11,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 LOCK   := requirements.lock
 
-.PHONY: install run test check lock bench report clean help
+.PHONY: install run test check lock bench bench-gpu report clean help
 
 help:
 	@echo "make run    - create .venv if needed, install, run the DVC pipeline on data/demo (dvc repro)"
 	@echo "make test   - create .venv if needed, install, run the test suite"
 	@echo "make check  - ruff (lint + format check) and mypy on pipeline/"
 	@echo "make bench  - throughput benchmarks (results: BENCHMARKS.md, reports/bench/*.json)"
+	@echo "make bench-gpu - the GPU checks (a CUDA machine; about 5 minutes): trainer and features vs bare model, whole demo repro"
 	@echo "make lock   - re-resolve pyproject.toml's ranges into requirements.lock (needs the index)"
 
 install: $(STAMP)
@@ -52,6 +53,14 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ingest_mutations --files 2000
 	$(BIN)/python -m bench.models
+
+# On a CUDA machine (nothing in make test needs one): the pipeline's fine-tune loop (loader +
+# augmentation) against the bare forward+backward+step, frozen features against a bare forward,
+# both at batch 256, then the whole demo dvc repro on the GPU.
+bench-gpu: $(STAMP)
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'bench-gpu: no CUDA device')"
+	$(BIN)/python -m bench.models --device cuda --batch-size 256 --n-train 4096 --n-features 8192 --rounds 2 --demo-train 449 --demo-val 185 --out reports/bench/models-cuda.json
+	$(BIN)/python -m bench.repro --device cuda
 
 clean:
 	rm -rf data/processed data/features models predictions reports

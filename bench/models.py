@@ -41,7 +41,7 @@ from pipeline.loader import iter_batches
 from pipeline.param_groups import make_optimizer
 from pipeline.params import REPO_ROOT, Params, load_params, validate_params
 from pipeline.strategies import plan_groups
-from pipeline.training import train
+from pipeline.training import autocast_for, train
 
 OUT = REPO_ROOT / "reports" / "bench" / "models.json"
 
@@ -70,9 +70,16 @@ def _dataset(images: np.ndarray, n_train: int, n_val: int) -> Dataset:
     return Dataset(manifest=manifest, images=images, classes=("normal", "abnormal"))
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timed(fn) -> float:
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -93,12 +100,13 @@ def bench_features(params: Params, n: int, rounds: int, folder: Path) -> dict:
     size, bs = params.ingest.size, params.features.batch_size
     images = _synthetic_store(n, size, folder)
     torch.manual_seed(0)
-    model = prepare_frozen(create_backbone(params.backbone, 2), torch.device("cpu"))
+    device = _device(params)
+    model = prepare_frozen(create_backbone(params.backbone, 2), device)
     n_batches = -(-n // bs)
 
     def bare(fmt):
-        m = create_backbone(params.backbone, 2).eval().to(memory_format=fmt)
-        xb = torch.rand(bs, m.preprocessing.in_chans, size, size).contiguous(memory_format=fmt)
+        m = create_backbone(params.backbone, 2).eval().to(device, memory_format=fmt)
+        xb = torch.rand(bs, m.preprocessing.in_chans, size, size, device=device).contiguous(memory_format=fmt)
 
         def loop() -> float:
             def run() -> None:
@@ -111,7 +119,7 @@ def bench_features(params: Params, n: int, rounds: int, folder: Path) -> dict:
         return loop
 
     candidates = {
-        "pipeline": lambda: _timed(lambda: embed(model, images, bs)),
+        "pipeline": lambda: _timed(lambda: embed(model, images, bs, device)),
         "bare_nchw": bare(torch.contiguous_format),
         "bare_channels_last": bare(torch.channels_last),
     }
@@ -128,23 +136,32 @@ def _bare_train_loop(params: Params, n: int, channels_last: bool):
     """forward + backward + step of the trainer's model/optimiser groups on a ready batch."""
     size, bs = params.ingest.size, params.train.batch_size
     torch.manual_seed(0)
-    model = create_backbone(params.backbone, 2)
+    device = _device(params)
+    model = create_backbone(params.backbone, 2).to(device)
     opt = make_optimizer(plan_groups(model, "finetune", params), params.train)
     model.use_channels_last(channels_last).train()
-    x = torch.rand(bs, 1, size, size)
-    y = torch.arange(bs) % 2
+    x = torch.rand(bs, 1, size, size, device=device)
+    y = (torch.arange(bs) % 2).to(device)
     n_batches = -(-n // bs)
 
     def loop() -> float:
         def run() -> None:
             for _ in range(n_batches):
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
+                with autocast_for(device):  # the trainer's precision on this device
+                    logits = model(x)
+                F.cross_entropy(logits.float(), y).backward()
                 opt.step()
 
         return _timed(run) * n / (n_batches * bs)  # seconds for n images
 
     return loop
+
+
+def _device(params: Params) -> torch.device:
+    from pipeline.backbones import select_device
+
+    return select_device(params.train.device)
 
 
 def _with(params: Params, **train) -> Params:
@@ -164,7 +181,7 @@ def _trainer_epoch(params: Params, ds: Dataset, n_train: int, n_val: int):
     """One ``train`` epoch; returns the epoch's own seconds (model building excluded)."""
 
     def run() -> float:
-        return _one_epoch(params, ds, n_train, n_val).history[0]["seconds"]
+        return _one_epoch(params, ds, n_train, n_val).history[0]["seconds_train_pass"]
 
     return run
 
@@ -222,6 +239,13 @@ def bench_demo_epoch(params: Params, n_train: int, n_val: int, folder: Path) -> 
     }
 
 
+def _accelerator(params: Params) -> str:
+    from pipeline.backbones import select_device
+
+    device = select_device(params.train.device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -230,8 +254,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--demo-train", type=int, default=449)
     parser.add_argument("--demo-val", type=int, default=185)
+    parser.add_argument("--device", default=None, help="override train.device (e.g. cuda for make bench-gpu)")
+    parser.add_argument("--batch-size", type=int, default=None, help="override train/features batch size")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    if args.device or args.batch_size:
+        raw = params.model_dump()
+        if args.device:
+            raw["train"]["device"] = args.device
+        if args.batch_size:
+            raw["train"]["batch_size"] = raw["features"]["batch_size"] = args.batch_size
+        params = validate_params(raw)
     threads = set_num_threads(params.train.num_threads)
     load_before = os.getloadavg()[0]
 
@@ -243,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
 
     result = {
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {threads} torch threads, CPU",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {threads} torch threads, " + _accelerator(params),
         "torch": torch.__version__,
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "backbone": params.backbone.name,
@@ -252,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         "training": training,
         "demo_epoch": demo,
     }
-    write_json(OUT, result)
+    write_json(args.out, result)
     f, t = feats, training
     f_ref = max(f["img_s"]["bare_nchw"], f["img_s"]["bare_channels_last"])
     t_ref = max(t["img_s"]["bare_nchw"], t["img_s"]["bare_channels_last"])
@@ -285,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         f"demo fine-tune epoch ({demo['n_train']} train with augmentation + {demo['n_val']} "
         f"val): {demo['epoch_s']:.1f} s (whole call incl. model build {demo['call_s']:.1f} s)"
     )
-    print(f"-> {OUT.relative_to(REPO_ROOT)}")
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

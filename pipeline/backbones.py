@@ -623,4 +623,7 @@ def set_num_threads(n: int) -> int:
 def images_to_tensor(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     """A (B, S, S) numpy batch (float16 store rows or float32 views) -> (B, 1, S, S) float32."""
     arr = np.asarray(batch, dtype=np.float32)
-    return torch.from_numpy(arr).unsqueeze(1).to(device, non_blocking=True)
+    t = torch.from_numpy(arr).unsqueeze(1)
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()  # page-locked: the copy below runs asynchronously with the GPU
+    return t.to(device, non_blocking=True)

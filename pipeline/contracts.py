@@ -257,6 +257,7 @@ class EpochRecord(Contract):
     val_auroc: Num
     lr: dict[str, float] = Field(description="by layer group")
     seconds: float
+    seconds_train_pass: float = Field(description="the optimisation pass alone (no evaluation)")
 
 
 class LrTrial(Contract):

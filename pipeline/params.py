@@ -195,6 +195,8 @@ class Train(_Section):
     augment_on_the_fly: bool = True
     # Data-parallel processes (torchrun + DDP) for the trained methods; 1 = one process.
     nproc: int = Field(default=1, ge=1, le=1024)
+    # torch.compile the training step (helps on GPUs; on CPU the compile time dominates short runs).
+    compile: bool = False
 
 
 class Finetune(_Section):

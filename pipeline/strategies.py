@@ -225,3 +225,20 @@ if _missing:  # the contract names and the registry must agree
 def plan_groups(model: object, name: str, params: Params) -> list[GroupPlan]:
     """The layer-group plan of trained strategy ``name`` for ``model`` (its ``layer_groups``)."""
     return get_strategy(name).layer_plan(model.layer_groups, params)  # type: ignore[attr-defined]
+
+
+def markdown_table() -> str:
+    """The README table of every strategy (``python -m pipeline.strategies --markdown``)."""
+    rows = ["| name | kind | what it does | rule of thumb it tests | source |", "|---|---|---|---|---|"]
+    for name, s in _REGISTRY.items():
+        kind = "main method" if name in MAIN_METHODS else f"variant ({s.kind})"
+        rows.append(f"| `{name}` | {kind} | {s.summary} | {s.rule_of_thumb} | {s.source} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m pipeline.strategies --markdown")
+    print(markdown_table())

@@ -158,12 +158,19 @@ def evaluate_rows(
     return loss, auroc(y, torch.softmax(logits, 1).numpy(), positive_index)
 
 
-def _autocast(device: torch.device):
-    # Training only: bf16 autocast on CUDA GPUs that support it natively; fp32 elsewhere (CPU bf16
-    # kernels are slower than fp32 on most CPUs, MPS support is partial).
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Training only: bf16 on CUDA GPUs that support it natively, fp16 (with a GradScaler) on older
+    ones; fp32 elsewhere (CPU bf16 kernels are slower than fp32 on most CPUs, MPS is partial)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_for(device: torch.device):
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def set_deterministic(device: torch.device) -> None:
@@ -363,7 +370,8 @@ class _Run:
     monitor: str
     transform: Any
     ctx: distributed.Context
-    net: torch.nn.Module  # what the training step calls: ``model``, or its DDP wrapper
+    net: torch.nn.Module  # what the training step calls: ``model``, its DDP wrapper, compiled
+    scaler: torch.amp.GradScaler  # fp16 loss scaling (enabled only for fp16 autocast)
 
 
 def _run_epoch(run: _Run, st: dict[str, Any], dataset: Any, labels: np.ndarray, train_rows, val_rows, params) -> dict:
@@ -383,20 +391,23 @@ def _run_epoch(run: _Run, st: dict[str, Any], dataset: Any, labels: np.ndarray, 
     seen: list[np.ndarray] = []
     bs = params.train.batch_size
     batches = make_batches(order, distributed.local_batch_size(bs, run.ctx))
+    t_pass = time.perf_counter()
     for rows, batch in iter_batches(dataset.images, batches, run.transform, run.seed, epoch, loader_ahead(run.device)):
         x = images_to_tensor(batch, run.device)
         y = torch.from_numpy(labels[rows]).to(run.device)
         run.optimizer.zero_grad(set_to_none=True)
-        with _autocast(run.device):
+        with autocast_for(run.device):
             logits = run.net(x)
         loss = F.cross_entropy(logits.float(), y)
-        loss.backward()
-        run.optimizer.step()
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
         run.scheduler.step()
         # Detached device tensors: no host sync per step; one transfer at the end of the epoch.
         total = total + loss.detach() * len(rows)
         probs.append(torch.softmax(logits.detach().float(), 1))
         seen.append(labels[rows])
+    seconds_train_pass = time.perf_counter() - t_pass
     pos, ctx = params.data.positive_index, run.ctx
     n_seen = len(order) * ctx.world
     y_seen = distributed.gather_rows(np.concatenate(seen), n_seen, ctx)
@@ -415,6 +426,7 @@ def _run_epoch(run: _Run, st: dict[str, Any], dataset: Any, labels: np.ndarray, 
         "val_auroc": val_auroc,
         "lr": lrs,
         "seconds": round(time.perf_counter() - t0, 3),
+        "seconds_train_pass": round(seconds_train_pass, 3),
     }
 
 
@@ -480,9 +492,12 @@ def _setup(name: str, dataset: Any, params: Params, n_train: int, epochs: int | 
             device_ids=[ctx.local_rank] if device.type == "cuda" else None,
             find_unused_parameters=warmup > 0,
         )
+    if tr.compile:
+        net = torch.compile(net)  # type: ignore[assignment]  # an OptimizedModule, called like net
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
     return _Run(
         name, strategy, model, plan, optimizer, scheduler, device, threads, planned, seed, warmup,
-        optimizer_name, "none", transform, ctx, net,
+        optimizer_name, "none", transform, ctx, net, scaler,
     )  # fmt: skip
 
 

@@ -114,3 +114,12 @@ def test_scratch_lr_search_uses_train_and_val_only_and_picks_the_best() -> None:
 def test_variant_stage_runs_only_listed_variants(tmp_path) -> None:
     with pytest.raises(StageError, match="not listed"):
         run_variant(_params(), Workspace(tmp_path), "full_ft")
+
+
+def test_readme_documents_every_strategy_from_the_registry() -> None:
+    from pipeline.params import REPO_ROOT
+    from pipeline.strategies import markdown_table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- strategies:begin -->")[1].split("<!-- strategies:end -->")[0]
+    assert block.strip() == markdown_table().strip(), "regenerate: python -m pipeline.strategies --markdown"
