@@ -476,8 +476,17 @@ class SplitResult(Contract):
     subgroups: list[Subgroup]
 
 
+class ValidationResult(Contract):
+    """One method's headline AUROC on the validation split (where choices are made)."""
+
+    n: int
+    n_patients: int
+    auroc: DelongAuroc
+
+
 class PathResult(Contract):
     operating_point: OperatingPoint | None
+    validation: ValidationResult | None = Field(default=None, description="null without validation rows")
     splits: dict[str, SplitResult] = Field(description="by split key")
 
 
@@ -528,7 +537,9 @@ class Evaluation(Contract):
     paths: list[str]
     notes: list[str]
     results: dict[str, PathResult] = Field(description="by path")
-    comparisons: dict[str, list[Comparison]] = Field(description="by split key")
+    comparisons: dict[str, list[Comparison]] = Field(
+        description="by split key: `val` (what choices rest on), then each of `splits`; every pair of methods"
+    )
 
 
 # ------------------------------------------------------------------- reports/metrics.json
