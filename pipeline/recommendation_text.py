@@ -12,8 +12,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.evaluation import VAL
-
 
 def num(x: Any) -> float | None:
     """A finite float, else None."""
@@ -127,14 +125,15 @@ def limits(
     return out
 
 
-def _choice_sentences(doc: Mapping[str, Any]) -> list[str]:
-    rec, runner, methods = doc["recommended"], doc["runner_up"], doc["methods"]
+def choice_sentences(doc: Mapping[str, Any]) -> list[str]:
+    """Which method, on which validation numbers, and why (val AUROC or cost)."""
+    rec, runner, methods, val = doc["recommended"], doc["runner_up"], doc["methods"], doc["selection_split"]
     va = methods[rec]["val_auroc"] or {}
     out = [
         f"Recommended: {rec}, chosen on validation only ({va.get('n')} images, {va.get('n_patients')} "
         f"patients): val AUROC {auroc_text(va)}."
     ]
-    cmp = (doc["versus_runner_up"] or {}).get(VAL)
+    cmp = (doc["versus_runner_up"] or {}).get(val)
     if doc["decided_by"] == "only_eligible":
         out.append("It is the only eligible method, so there is nothing to compare it with.")
     elif doc["decided_by"] == "val_auroc":
@@ -146,7 +145,7 @@ def _choice_sentences(doc: Mapping[str, Any]) -> list[str]:
     else:
         best = doc["best_on_val"]
         other = best if best != rec else runner
-        shown = (doc["differences"].get(VAL) or {}).get(other)
+        shown = (doc["differences"].get(val) or {}).get(other)
         out.append(
             f"No significant difference on validation between {and_list([best, *doc['tied_with']])}: "
             f"the paired patient-level difference {rec} - {other} is {diff_text(shown)}, an interval "
@@ -157,13 +156,14 @@ def _choice_sentences(doc: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _evidence_sentences(doc: Mapping[str, Any]) -> list[str]:
+def evidence_sentences(doc: Mapping[str, Any]) -> list[str]:
+    """Test/external differences from the runner-up, overfitting verdicts, the transfer gap."""
     rec, runner, methods = doc["recommended"], doc["runner_up"], doc["methods"]
     out = []
     ev = [
         f"{s}: {rec} - {runner} {diff_text(rows[runner])}, {verdict_words(rows[runner].get('verdict'), rec, runner)}"
         for s, rows in doc["differences"].items()
-        if s != VAL and runner in rows
+        if s != doc["selection_split"] and runner in rows
     ]
     if ev:
         out.append("Evidence, not used to choose: " + "; ".join(ev) + ".")
@@ -176,6 +176,14 @@ def _evidence_sentences(doc: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def not_ranked_sentence(doc: Mapping[str, Any]) -> str | None:
+    """``Not ranked: scratch, which never left chance on validation (...).`` or None."""
+    flagged = {m: e["flags"] for m, e in doc["methods"].items() if not e["eligible"]}
+    if not flagged:
+        return None
+    return "Not ranked: " + "; ".join(f"{m}, which {and_list(f)}" for m, f in flagged.items()) + "."
+
+
 def summary_text(doc: Mapping[str, Any]) -> str:
     """The recommendation in plain words: the choice and why, the evidence, what is not ranked,
     the limits."""
@@ -183,10 +191,10 @@ def summary_text(doc: Mapping[str, Any]) -> str:
     if doc["recommended"] is None:
         out.append("No recommendation: no method is eligible to be ranked on validation.")
     else:
-        out += _choice_sentences(doc)
-        out += _evidence_sentences(doc)
-    flagged = {m: e["flags"] for m, e in doc["methods"].items() if not e["eligible"]}
-    if flagged:
-        out.append("Not ranked: " + "; ".join(f"{m}, which {and_list(f)}" for m, f in flagged.items()) + ".")
+        out += choice_sentences(doc)
+        out += evidence_sentences(doc)
+    not_ranked = not_ranked_sentence(doc)
+    if not_ranked:
+        out.append(not_ranked)
     out.append("Limits: " + " ".join(doc["limits"]))
     return " ".join(out)

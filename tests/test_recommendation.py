@@ -250,3 +250,57 @@ def test_the_step_on_a_tiny_workspace(tmp_path) -> None:
     ws.path(paths.DIAGNOSTICS).unlink()
     with pytest.raises(MissingArtifactError, match="diagnostics.json"):
         run_recommend(params, ws)
+
+
+# ------------------------------------------------------------------- the report's use of it
+
+
+def _tie_doc() -> dict:
+    ev = _ev({"big": 0.82, "small": 0.79, "mid": 0.52}, {("big", "small"): (-0.04, 0.10), ("big", "mid"): (0.1, 0.4)})
+    return _rec(ev)
+
+
+def test_report_blocks_render_the_choice_the_evidence_and_the_limits() -> None:
+    from pipeline.report.recommendation import headline, recommendation_blocks
+    from pipeline.report.render import Table, render_html, render_markdown, sanitize_blocks
+
+    doc = _tie_doc()
+    blocks = recommendation_blocks(doc)
+    assert blocks[0]["kind"] == "h3" and blocks[1]["kind"] == "callout"
+    assert "No significant difference on validation" in blocks[1]["text"] and "cost, not accuracy" in blocks[1]["text"]
+    tables = [b["table"] for b in blocks if b["kind"] == "table"]
+    assert all(isinstance(t, Table) for t in tables) and len(tables) == 2
+    methods = tables[0]
+    assert methods.rows[0][0] == "big (runner-up)" and methods.rows[1][0] == "small (recommended)"
+    assert methods.row_classes == ["", "", "flagged"] and methods.rows[2][1].startswith("no: never left chance")
+    diffs = tables[1]
+    assert {r[1] for r in diffs.rows} == {"val (chosen on)", "test (evidence only)", "external/site-b (evidence only)"}
+    # The contract model gives the same blocks; the blocks render in both formats.
+    model_blocks = recommendation_blocks(C.Recommendation.model_validate(doc))
+    assert [b.get("text") for b in model_blocks] == [b.get("text") for b in blocks]
+    sections = [{"id": "summary", "title": "Summary", "number": 1, "blocks": blocks}]
+    sanitize_blocks(sections)
+    md = render_markdown("R", sections)
+    assert "| small (recommended) |" in md and "One split" in md
+    assert "small (recommended)" in render_html("R", sections, {})
+    assert headline(doc) == (
+        "Recommended: small (no significant difference on validation from big; chosen on cost, not accuracy; "
+        "val AUROC 0.790)."
+    )
+    assert recommendation_blocks(None)[0]["kind"] == "missing" and headline(None) is None
+
+
+def test_the_answer_starts_with_the_recommendation_and_uses_its_flags() -> None:
+    from pipeline.report.answer import answer, method_flags
+
+    doc = _tie_doc()
+    ev = _ev({"big": 0.82, "small": 0.79, "mid": 0.52}, {("big", "small"): (-0.04, 0.10), ("big", "mid"): (0.1, 0.4)})
+    answers = answer(ev, {}, None, {"test": "test split"}, recommendation=C.Recommendation.model_validate(doc))
+    head, test = answers[0], answers[1]
+    assert head["split"] == "val" and head["sentences"][0].startswith("Recommended: small")
+    assert any("mid: never left chance" in w for w in head["warnings"])
+    assert any("chosen on validation" in s and "vs the runner-up big here" in s for s in test["sentences"])
+    assert method_flags({}, None, doc) == {"mid": doc["methods"]["mid"]["flags"]}
+    assert any(w.startswith("mid: never left chance") for w in test["warnings"])
+    # Without a recommendation the answer is the per-split one, as before.
+    assert [a["split"] for a in answer(ev, {}, None, {})] == ["test", "external/site-b"]
