@@ -46,10 +46,13 @@ def main(
     try:
         params_file = args.params if Path(args.params).is_absolute() else args.root / args.params
         params = load_params(params_file)
-        if _wants_torchrun(stage, params, getattr(args, "method", None)):
-            from pipeline import distributed
-
-            return distributed.relaunch(stage, sys.argv[1:] if argv is None else list(argv), params.train.nproc)
+        # A training stage (see pipeline.trained_methods.torchrun_capable) with train.nproc > 1
+        # relaunches itself under torchrun; the others never import the distributed machinery.
+        relaunch = getattr(run, "relaunch_under_torchrun", None)
+        if relaunch is not None:
+            rc = relaunch(params, stage, getattr(args, "method", None), sys.argv[1:] if argv is None else list(argv))
+            if rc is not None:
+                return int(rc)
         if methods is not None:
             run(params, Workspace(args.root), args.method)
         else:
@@ -58,21 +61,6 @@ def main(
         print(f"{stage}: {err}", file=sys.stderr)
         return EXIT_STAGE_ERROR
     return 0
-
-
-def _wants_torchrun(stage: str, params: Any, method: str | None) -> bool:
-    """A training stage with train.nproc > 1 not yet under torchrun relaunches itself under it."""
-    from pipeline import distributed
-    from pipeline.strategies import get_strategy
-
-    if params.train.nproc <= 1 or distributed.launched_by_torchrun():
-        return False
-    name = method if stage == "variant" else stage
-    return (
-        name is not None
-        and name in ("finetune", "scratch", *params.strategies.variants)
-        and (get_strategy(name).kind == "trained")
-    )
 
 
 def entry(stage: str, run: Callable[..., Any], doc: str | None, methods: tuple[str, ...] | None = None) -> None:

@@ -500,8 +500,17 @@ class SplitResult(Contract):
     subgroups: list[Subgroup]
 
 
+class ValidationResult(Contract):
+    """One method's headline AUROC on the validation split (where choices are made)."""
+
+    n: int
+    n_patients: int
+    auroc: DelongAuroc
+
+
 class PathResult(Contract):
     operating_point: OperatingPoint | None
+    validation: ValidationResult | None = Field(default=None, description="null without validation rows")
     splits: dict[str, SplitResult] = Field(description="by split key")
 
 
@@ -552,7 +561,9 @@ class Evaluation(Contract):
     paths: list[str]
     notes: list[str]
     results: dict[str, PathResult] = Field(description="by path")
-    comparisons: dict[str, list[Comparison]] = Field(description="by split key")
+    comparisons: dict[str, list[Comparison]] = Field(
+        description="by split key: `val` (what choices rest on), then each of `splits`; every pair of methods"
+    )
 
 
 # ------------------------------------------------------------------- reports/metrics.json
@@ -810,6 +821,105 @@ class Diagnostics(Contract):
     wall_time_s: float
 
 
+# ------------------------------------------------------------------- reports/recommendation.json
+
+
+class RecAuroc(Contract):
+    """A method's validation AUROC with its patient-level interval (evaluation.json)."""
+
+    value: Num
+    ci_low: Num
+    ci_high: Num
+    n: int | None
+    n_patients: int | None
+
+
+class RecOverfitting(Contract):
+    level: str | None
+    text: str | None
+
+
+class RecCost(Contract):
+    trained_parameters: int | None = Field(description="model card: n_params_trained, or trainable layer_groups")
+    train_wall_time_s: Num = Field(description="model card wall_time_s")
+
+
+class RecMethod(Contract):
+    """One evaluated method: may it be ranked, and the evidence about it."""
+
+    eligible: bool
+    flags: list[str] = Field(description="why it is not ranked (empty when eligible)")
+    unchecked: list[str] = Field(description="eligibility checks that could not be made, and why")
+    source: str = Field(description="where the fit checks came from (evaluation.json fit block, or derived)")
+    val_auroc: RecAuroc | None
+    rank: int | None = Field(description="1 = highest val AUROC among eligible methods; null when not ranked")
+    overfitting: RecOverfitting | None = Field(description="diagnostics.json verdict; null when not diagnosed")
+    cost: RecCost
+
+
+class RecDifference(Contract):
+    """Paired patient-level AUROC difference (recommended - other) on one split."""
+
+    difference: Num
+    ci_low: Num
+    ci_high: Num
+    p_value: Num
+    n: int | None
+    n_patients: int | None
+    verdict: str = Field(description="`<recommended> higher`, `<other> higher`, `not separated` or `undefined`")
+
+
+class GapPoint(Contract):
+    fraction: float
+    n_patients: int
+    gap: Num = Field(description="method - scratch, test AUROC, paired")
+    ci_low: Num
+    ci_high: Num
+    verdict: str
+
+
+class TransferGap(Contract):
+    """A pretrained method's AUROC minus scratch's across training-set sizes (learning curve)."""
+
+    method: str
+    baseline: str
+    points: list[GapPoint] = Field(description="by training patients, ascending")
+    change: Num = Field(description="gap at the largest size - gap at the smallest (point estimates)")
+    separated_at: list[int] = Field(description="training patients at which the gap's CI excludes 0")
+    text: str
+
+
+class Recommendation(Contract):
+    """reports/recommendation.json (stage `recommend`): the method this data set rewards,
+    chosen on validation only; test/external differences are evidence."""
+
+    schema_version: int
+    selection_split: Literal["val"]
+    rule: str
+    tie_break: str
+    recommended: str | None = Field(description="null when no method is eligible")
+    runner_up: str | None = Field(description="highest val AUROC among the other eligible methods")
+    decided_by: Literal["val_auroc", "cost", "only_eligible", "none"] = Field(
+        description="`cost`: no significant difference on val, the cheaper method chosen"
+    )
+    best_on_val: str | None = Field(description="highest val AUROC among eligible methods")
+    tied_with: list[str] = Field(description="eligible methods not separated from best_on_val on val")
+    ranking: list[str] = Field(description="eligible methods by val AUROC, best first")
+    methods: dict[str, RecMethod] = Field(description="by method")
+    versus_runner_up: dict[str, RecDifference | None] = Field(
+        description="by split key: `val`, `test`, `external/<name>`"
+    )
+    differences: dict[str, dict[str, RecDifference]] = Field(
+        description="split key -> other method -> recommended - other"
+    )
+    transfer_gap: dict[str, TransferGap] | None = Field(
+        description="by pretrained method; null without a learning curve"
+    )
+    limits: list[str]
+    notes: list[str]
+    text: str = Field(description="the recommendation in plain words")
+
+
 # ------------------------------------------------------------------- registry and I/O
 
 #: Each inter-stage file and its model. Train logs: one entry per method.
@@ -824,6 +934,7 @@ FILES: dict[str, type[BaseModel]] = {
     str(paths.EVALUATION): Evaluation,
     str(paths.METRICS): Metrics,
     str(paths.DIAGNOSTICS): Diagnostics,
+    str(paths.RECOMMENDATION): Recommendation,
 }
 
 

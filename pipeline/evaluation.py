@@ -3,7 +3,9 @@
 The operating point of each path is fixed on its validation predictions and then applied,
 unchanged, to test and external: choosing it on test would make every threshold metric
 optimistic. Splits evaluated: ``test``, and ``external/<name>`` for every set of ``data.external``
-that has rows in the predictions. Schema of evaluation.json: DESIGN.md, "Internal formats → evaluation.json".
+that has rows in the predictions. Every pair of methods is compared (paired, patient-level) on
+``val`` too, with each method's validation AUROC: the recommendation stage chooses on those.
+Schema of evaluation.json: DESIGN.md, "Internal formats → evaluation.json".
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.params import Params
 SCHEMA_VERSION = 2
 ALPHA = 0.05
 EXTERNAL_PREFIX = "external/"  # evaluated split keys: "test", "external/<set name>"
+VAL = "val"  # the split choices are made on; comparisons hold it beside the evaluated splits
 VALID_SPLITS = ("train", "val", "test", "external")
 MANIFEST_COLUMNS = ("row", "source", "patient", "label", "sex", "age", "view")
 SEXES = ("M", "F", "O", "U")
@@ -109,6 +112,10 @@ DEFINITIONS = {
     "interval alone is too narrow when one patient holds much of a split. Verdict 'a higher' / "
     "'b higher' only when that interval excludes 0, else 'not separated'. More than 2 classes "
     "without a positive class: clustered DeLong only.",
+    "validation": "Each method's headline AUROC on the validation split (results.<method>.validation) "
+    "and every paired comparison on it (comparisons.val), with the same patient-level intervals: "
+    "choices (the recommended method) are made on validation only; test and external numbers are "
+    "evidence, never used to choose.",
     "largest_patient_share": "The fraction of a split's images belonging to its patient with the "
     "most images; above 10% it is noted, since the image-level AUROC then leans on that patient.",
     "subgroup_flag": "A subgroup is flagged (never dropped) when it has fewer than "
@@ -266,29 +273,50 @@ def _operating_point(task: _Task, val: pd.DataFrame, params: Params) -> dict[str
     return block
 
 
+def _patient_auroc(
+    task: _Task, y: np.ndarray, probs: np.ndarray, patients: np.ndarray, params: Params
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The headline AUROC block with its patient-level interval (envelope of the clustered
+    DeLong and the patient bootstrap), and the bootstrap result it used."""
+    head = task.headline(y, probs, patients)
+    boot_score = probs[:, task.pos] if task.k == 2 else probs
+    boot_y = (y == task.pos) if task.k == 2 else y
+    boot = M.bootstrap_auc_ci(boot_y, boot_score, patients, params.evaluate.bootstrap_samples, params.seed, ALPHA)
+    block = {
+        "value": head["auc"],
+        **_envelope(head, boot),
+        "se": _se(head["var"]),
+        "method": AUROC_METHOD,
+        "unit": "patient",
+        "clustered_delong": {"ci_low": head["ci_low"], "ci_high": head["ci_high"]},
+    }
+    return block, boot
+
+
+def _validation_block(task: _Task, val: pd.DataFrame, params: Params) -> dict[str, Any] | None:
+    """The headline AUROC on the validation split with its patient-level interval: what choices
+    made on validation (the recommendation) rest on. None without validation rows."""
+    if len(val) == 0:
+        return None
+    y, probs = task.arrays(val)
+    patients = val["patient"].to_numpy()
+    auroc, _ = _patient_auroc(task, y, probs, patients, params)
+    return {"n": int(len(val)), "n_patients": int(len(np.unique(patients))), "auroc": auroc}
+
+
 def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params: Params) -> dict[str, Any]:
     ev = params.evaluate
     y, probs = task.arrays(df)
     patients = df["patient"].to_numpy()
-    head = task.headline(y, probs, patients)
+    auroc, boot = _patient_auroc(task, y, probs, patients, params)
     image = task.headline_image(y, probs)
-    boot_score = probs[:, task.pos] if task.k == 2 else probs
-    boot_y = (y == task.pos) if task.k == 2 else y
-    boot = M.bootstrap_auc_ci(boot_y, boot_score, patients, ev.bootstrap_samples, params.seed, ALPHA)
     out: dict[str, Any] = {
         "n": int(len(df)),
         "n_patients": int(len(np.unique(patients))),
         "largest_patient_share": _largest_share(patients),
         "class_counts": {c: int((y == i).sum()) for i, c in enumerate(task.classes)},
         "n_positive": int((y == task.pos).sum()) if task.binary else None,
-        "auroc": {
-            "value": head["auc"],
-            **_envelope(head, boot),
-            "se": _se(head["var"]),
-            "method": AUROC_METHOD,
-            "unit": "patient",
-            "clustered_delong": {"ci_low": head["ci_low"], "ci_high": head["ci_high"]},
-        },
+        "auroc": auroc,
         "auroc_image": {
             "value": image["auc"],
             "ci_low": image["ci_low"],
@@ -298,7 +326,7 @@ def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params:
             "unit": "image",
         },
         "auroc_patient_weighted": CL.patient_weighted_headline(y, probs, task.head_index, patients)
-        if np.isfinite(head["auc"])
+        if np.isfinite(auroc["value"])
         else float("nan"),
         "auroc_bootstrap": {
             "value": boot["auc"],
@@ -568,12 +596,18 @@ def evaluate_predictions(
                 notes.append(f"{name}/{s}: AUROC undefined, a class is missing ({present})")
         if op is not None and op["note"]:
             notes.append(f"{name}: {op['note']}")
-        results[name] = {"operating_point": op, "splits": per_split}
+        results[name] = {
+            "operating_point": op,
+            "validation": _validation_block(task, df[df["split"] == "val"], params),
+            "splits": per_split,
+        }
         flat[name] = {s: _flat(task, b) for s, b in per_split.items()}
 
-    comparisons = {s: _comparisons(task, joined, s, params) for s in splits}
-    for s in splits:
-        notes.extend(comparison_notes(s, comparisons[s]))
+    # Every pair of methods, on validation (where choices are made: the recommendation) and on
+    # each evaluated split (evidence).
+    comparisons = {s: _comparisons(task, joined, s, params) for s in (VAL, *splits)}
+    for s, rows in comparisons.items():
+        notes.extend(comparison_notes(s, rows))
     evaluation = {
         "schema_version": SCHEMA_VERSION,
         "classes": task.classes,

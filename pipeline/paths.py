@@ -34,6 +34,7 @@ SPLIT_REPORT = REPORTS / "split.json"
 METRICS = REPORTS / "metrics.json"
 EVALUATION = REPORTS / "evaluation.json"
 DIAGNOSTICS = REPORTS / "diagnostics.json"
+RECOMMENDATION = REPORTS / "recommendation.json"
 REPORT_HTML = REPORTS / "report.html"
 REPORT_MD = REPORTS / "report.md"
 

@@ -11,7 +11,8 @@ stage reruns, so a rerun after an interruption finds it).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import joblib
 import numpy as np
@@ -31,6 +32,26 @@ from pipeline.workspace import Workspace
 log = get_logger(__name__)
 LINEAR_MODEL = paths.MODELS / "linear" / "model.joblib"
 RESUME_DIR = paths.MODELS / ".resume"
+
+
+def relaunch_under_torchrun(params: Params, stage: str, method: str | None, argv: list[str]) -> int | None:
+    """Run the stage as ``train.nproc`` processes under torchrun when it trains a network and is
+    not already under torchrun; None = run here, in this process."""
+    name = method if stage == "variant" else stage
+    if params.train.nproc <= 1 or distributed.launched_by_torchrun() or name is None:
+        return None
+    if get_strategy(name).kind != "trained":
+        return None
+    return distributed.relaunch(stage, argv, params.train.nproc)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def torchrun_capable(fn: F) -> F:
+    """Mark a stage function whose stage relaunches under torchrun (``pipeline.cli`` asks)."""
+    fn.relaunch_under_torchrun = relaunch_under_torchrun  # type: ignore[attr-defined]
+    return fn
 
 
 def probe_head(model: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:

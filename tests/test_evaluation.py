@@ -12,6 +12,7 @@ import yaml
 from pipeline import clustered as CL
 from pipeline import metrics as M
 from pipeline.common import write_json
+from pipeline.contracts import Evaluation
 from pipeline.evaluation import (
     FLAT_KEYS,
     EvaluationError,
@@ -280,3 +281,36 @@ def test_a_dominant_patient_and_a_disagreeing_bootstrap_are_noted():
     assert separation(-0.3, -0.01, "a", "b") == "b higher"
     assert separation(-0.1, 0.1) == "not separated"
     assert separation(float("nan"), 0.1) == "undefined"
+
+
+def test_every_pair_is_compared_on_val_and_each_split_and_val_auroc_is_patient_level(tmp_path):
+    """The recommendation chooses on validation: every method's val AUROC and every pair on val
+    (a variant beside the main three), with the same patient-level methods as on test."""
+    manifest, preds = _make(seed=11)
+    variant = preds["finetune"].copy()
+    variant["prob_abnormal"] = (variant["prob_abnormal"] * 0.5 + 0.25).clip(0, 1)
+    variant["prob_normal"] = 1 - variant["prob_abnormal"]
+    preds["knn"] = variant
+    params = validate_params(_params())
+    _, ev = evaluate_predictions(preds, manifest, params)
+    names = ["linear", "finetune", "scratch", "knn"]
+    assert ev["paths"] == names and list(ev["comparisons"]) == ["val", "test", "external/external"]
+    expected = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    for split, rows in ev["comparisons"].items():
+        assert [(r["path_a"], r["path_b"]) for r in rows] == expected, split
+    df = preds["scratch"].merge(manifest[["row", "patient"]], on="row")
+    val = df[df["split"] == "val"]
+    y, s, pat = (val["label"] == "abnormal").to_numpy(), val["prob_abnormal"].to_numpy(), val["patient"].to_numpy()
+    auc, lo, hi, _ = CL.clustered_auc_ci(y, s, pat)
+    block = ev["results"]["scratch"]["validation"]
+    assert block["n"] == len(val) and block["n_patients"] == len(set(pat))
+    a = block["auroc"]
+    assert a["value"] == pytest.approx(auc) and a["unit"] == "patient"
+    assert (a["clustered_delong"]["ci_low"], a["clustered_delong"]["ci_high"]) == pytest.approx((lo, hi))
+    assert a["ci_low"] <= lo and a["ci_high"] >= hi  # the envelope with the patient bootstrap
+    cmp = next(r for r in ev["comparisons"]["val"] if (r["path_a"], r["path_b"]) == ("finetune", "scratch"))
+    s_ft = preds["finetune"].set_index("row").loc[val["row"], "prob_abnormal"].to_numpy()
+    want = CL.paired_comparison(y, s_ft, s, pat, 200, params.seed)
+    assert cmp["difference"] == pytest.approx(want["difference"]) and cmp["ci_low"] == pytest.approx(want["ci_low"])
+    assert cmp["verdict"] == separation(cmp["ci_low"], cmp["ci_high"], "finetune", "scratch")
+    Evaluation.model_validate(json.loads(write_json(tmp_path / "e.json", ev).read_text()))

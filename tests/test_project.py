@@ -62,6 +62,7 @@ def test_contract_outputs_are_declared() -> None:
         paths.METRICS,
         paths.EVALUATION,
         paths.DIAGNOSTICS,
+        paths.RECOMMENDATION,
         paths.REPORT_HTML,
         paths.REPORT_MD,
         *(paths.predictions_csv(p) for p in paths.PATHS),

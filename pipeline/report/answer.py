@@ -7,13 +7,21 @@ qualify it. Words follow numbers:
 - the best method is named only when it is separated from every other method on that split;
 - a method whose training never left chance, whose outputs are near-constant, or whose AUROC CI
   lies below 0.5 is flagged and never called best;
-- a split in which one patient holds more than ``MAX_PATIENT_SHARE`` of the images is flagged.
+- a split in which one patient holds more than ``MAX_PATIENT_SHARE`` of the images is flagged;
+- with ``reports/recommendation.json`` (``recommendation=``), the answer starts with the
+  recommended method, chosen on validation only, and each split's answer adds the recommended
+  method's paired difference from the runner-up there (evidence, not a choice); which methods are
+  flagged then comes from the recommendation's eligibility (``pipeline.recommendation
+  .eligibility``), the one place it is decided.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from pipeline.recommendation_text import choice_sentences, diff_text, evidence_sentences, verdict_words
+from pipeline.report.recommendation import as_dict
 
 PRETRAINED = ("linear", "finetune")
 BASELINE = "scratch"
@@ -49,8 +57,15 @@ def _separated(cmp: tuple[float, float, float, str] | None) -> int:
     return 1 if cmp[1] > 0 else -1 if cmp[2] < 0 else 0
 
 
-def method_flags(train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] | None) -> dict[str, list[str]]:
-    """Per method, why it may not be compared: did not learn, near-constant outputs."""
+def method_flags(
+    train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] | None, recommendation: Any = None
+) -> dict[str, list[str]]:
+    """Per method, why it may not be compared: did not learn, near-constant outputs. With a
+    recommendation (dict or contract model), its eligibility flags, so the report and the
+    recommendation flag the same methods for the same reasons."""
+    rec = as_dict(recommendation)
+    if rec is not None:
+        return {m: list(e["flags"]) for m, e in rec["methods"].items() if not e["eligible"]}
     flags: dict[str, list[str]] = {}
     verdicts = (diagnostics or {}).get("verdicts") or {}
     for method, log in train_logs.items():
@@ -72,7 +87,13 @@ def method_flags(train_logs: Mapping[str, Any], diagnostics: Mapping[str, Any] |
     return flags
 
 
-def split_answer(ev: Mapping[str, Any], split: str, title: str, flags: Mapping[str, list[str]]) -> dict[str, Any]:
+def split_answer(
+    ev: Mapping[str, Any],
+    split: str,
+    title: str,
+    flags: Mapping[str, list[str]],
+    recommendation: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The answer for one evaluated split: sentences and warnings."""
     results = ev.get("results") or {}
     blocks: dict[str, Mapping[str, Any]] = {}
@@ -115,6 +136,8 @@ def split_answer(ev: Mapping[str, Any], split: str, title: str, flags: Mapping[s
         sentences.append(f"Best method here: {best[0]} (separated from every other method).")
     else:
         sentences.append("No method is separated from all others here: the data do not pick a best one.")
+    if recommendation is not None:
+        sentences.append(_recommended_here(recommendation, split))
     for m, b in blocks.items():
         hi = (b.get("auroc") or {}).get("ci_high")
         if hi is not None and hi < 0.5:
@@ -130,17 +153,53 @@ def split_answer(ev: Mapping[str, Any], split: str, title: str, flags: Mapping[s
     return {"split": split, "title": title, "sentences": sentences, "warnings": warnings}
 
 
+def _recommended_here(rec: Mapping[str, Any], split: str) -> str:
+    r, ru = rec["recommended"], rec["runner_up"]
+    if r is None:
+        return "No method is recommended (none is eligible on validation)."
+    c = ((rec.get("differences") or {}).get(split) or {}).get(ru) if ru else None
+    if c is None:
+        return f"The recommended method ({r}, chosen on validation) has no paired comparison with a runner-up here."
+    return (
+        f"The recommended method ({r}, chosen on validation) vs the runner-up {ru} here: "
+        f"{diff_text(c)}, {verdict_words(c.get('verdict'), r, ru)} (evidence, not used to choose)."
+    )
+
+
+def recommendation_answer(recommendation: Any) -> dict[str, Any] | None:
+    """The recommendation as an answer block (same shape as :func:`split_answer`'s, split
+    ``val``): the choice and why, the evidence; warnings: flagged methods, unmade checks."""
+    rec = as_dict(recommendation)
+    if rec is None:
+        return None
+    title = "which method to use (chosen on validation only)"
+    if rec["recommended"] is None:
+        sentences = ["No recommendation: no method is eligible to be ranked on validation."]
+    else:
+        sentences = choice_sentences(rec) + evidence_sentences(rec)
+    warnings = [
+        f"{m}: " + "; ".join(e["flags"]) + " — not ranked." for m, e in rec["methods"].items() if not e["eligible"]
+    ]
+    warnings += [f"Limit: {x}" for x in rec["limits"][:2]]  # one split, one data set
+    return {"split": rec["selection_split"], "title": title, "sentences": sentences, "warnings": warnings}
+
+
 def answer(
     ev: Mapping[str, Any] | None,
     train_logs: Mapping[str, Any],
     diagnostics: Mapping[str, Any] | None,
     titles: Mapping[str, str],
+    recommendation: Any = None,
 ) -> list[dict[str, Any]]:
-    """One answer per evaluated split (test first, then each external set)."""
+    """One answer per evaluated split (test first, then each external set); with a
+    recommendation (reports/recommendation.json, dict or contract model), its answer first."""
+    rec = as_dict(recommendation)
+    head = recommendation_answer(rec)
     if not ev:
-        return []
-    flags = method_flags(train_logs, diagnostics)
-    return [split_answer(ev, s, titles.get(s, s), flags) for s in ev.get("splits") or []]
+        return [head] if head else []
+    flags = method_flags(train_logs, diagnostics, rec)
+    per_split = [split_answer(ev, s, titles.get(s, s), flags, rec) for s in ev.get("splits") or []]
+    return ([head] if head else []) + per_split
 
 
-__all__ = ["answer", "method_flags", "split_answer"]
+__all__ = ["answer", "method_flags", "recommendation_answer", "split_answer"]

@@ -13,9 +13,11 @@ from typing import Any
 from pipeline.errors import StageError
 from pipeline.params import Params
 from pipeline.strategies import get_strategy
+from pipeline.trained_methods import torchrun_capable
 from pipeline.workspace import Workspace
 
 
+@torchrun_capable
 def run_variant(params: Params, workspace: Workspace, name: str) -> Any:
     if name not in params.strategies.variants:
         raise StageError(f"variant {name!r} is not listed in strategies.variants {params.strategies.variants}")
