@@ -27,7 +27,7 @@ def search_scratch_lr(dataset: Any, params: Params, train_rows: np.ndarray, val_
 
     sc = params.scratch
     per_epoch = len(make_batches(np.asarray(train_rows), params.train.batch_size))
-    epochs = max(1, math.ceil(sc.grid_steps / per_epoch))
+    epochs = max(1, round(sc.grid_steps / per_epoch))  # whole epochs nearest the step count
     trials = []
     for lr in sorted(set(sc.lr_grid), reverse=True):
         trial = params.model_copy(update={"scratch": sc.model_copy(update={"lr": float(lr)})})
