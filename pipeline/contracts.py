@@ -265,9 +265,10 @@ class TrainLog(Contract):
 
 
 class LinearModelCard(Contract):
-    """Model card of the logistic regression on frozen embeddings."""
+    """Model card of the logistic regression on frozen embeddings (linear) or on the pretrained
+    network's ImageNet class scores (linear_on_logits)."""
 
-    path: Literal["linear"]
+    path: Literal["linear", "linear_on_logits"]
     backbone: str
     weights_source: str
     weights_sha256: str | None
@@ -287,6 +288,8 @@ class LinearModelCard(Contract):
     cv_folds: int
     cv_folds_requested: int
     cv_warnings: list[str]
+    C_scoring: str | None = Field(default=None, description="what C is chosen by: `neg_log_loss`")
+    C_stop_reason: str | None = Field(default=None, description="why the search over C stopped where it did")
     wall_time_s: float
     seed: int
 
@@ -296,14 +299,35 @@ class CvRow(Contract):
     train_auroc: Num
     cv_auroc: Num
     cv_auroc_std: Num
+    train_log_loss: Num = Field(default=None, description="mean over the training folds")
+    cv_log_loss: Num = Field(default=None, description="mean held-out log loss: C is chosen by this")
+    cv_log_loss_std: Num = None
+    extension: int | None = Field(default=None, description="0: linear.C_grid; n: the n-th decade added past an edge")
+
+
+class CSearch(Contract):
+    """How C was searched (pipeline.linear.search_C)."""
+
+    scoring: str = Field(description="`neg_log_loss`: patient-grouped CV log loss")
+    initial_grid: list[float] = Field(description="linear.C_grid, ascending")
+    searched_grid: list[float] = Field(description="every C scored, ascending")
+    extensions: int = Field(description="decades added past an edge")
+    best_C: float
+    stop: Literal["interior", "bound", "plateau", "single_value"] = Field(
+        description="`interior`: the best C is inside the searched values; `bound`: the next decade "
+        "would leave [linear.C_min, linear.C_max]; `plateau`: an extension improved the CV log loss by "
+        "less than linear.extend_tol; `single_value`: one C, no search"
+    )
+    stop_reason: str
 
 
 class LinearLog(Contract):
-    """reports/train/linear.json (stage `linear`)."""
+    """reports/train/linear.json (stage `linear`); also reports/train/linear_on_logits.json."""
 
     model_card: LinearModelCard
-    cv: list[CvRow] = Field(description="one row per value of linear.C_grid")
+    cv: list[CvRow] = Field(description="one row per searched C (linear.C_grid and its extensions), C ascending")
     best_C: float
+    C_search: CSearch | None = None
     val_auroc: Num
     train_auroc: Num
 

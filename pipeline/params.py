@@ -172,12 +172,21 @@ class Linear(_Section):
     class_weight: Literal["balanced"] | None = "balanced"
     max_iter: int = Field(ge=10)
     use_augmented: bool = True
+    # A C chosen at an edge of C_grid extends the grid by a decade on that side, never beyond
+    # [C_min, C_max]; after one extension, a new edge that improves the CV log loss by less than
+    # extend_tol stops the search (flat beyond the grid).
+    C_min: float = Field(default=1e-9, gt=0)
+    C_max: float = Field(default=1e3, gt=0)
+    extend_tol: float = Field(default=1e-4, ge=0)
 
     @model_validator(mode="after")
     def _positive_c(self) -> Linear:
         bad = [c for c in self.C_grid if c <= 0]
         if bad:
             raise ValueError(f"C_grid values must be > 0, got {bad}")
+        outside = [c for c in self.C_grid if not self.C_min <= c <= self.C_max]
+        if outside:
+            raise ValueError(f"C_grid values {outside} lie outside [C_min, C_max] = [{self.C_min:g}, {self.C_max:g}]")
         return self
 
 

@@ -332,5 +332,8 @@ def test_linear_step_end_to_end(workspace) -> None:
     assert card["path"] == "linear" and card["weights_sha256"] == "ab" * 32
     assert card["trained"] == "logistic regression on frozen 6-d embeddings"
     assert (card["n_train_images"], card["n_train_augmented"], card["n_train_patients"]) == (24, 24, 12)
-    assert log["best_C"] in GRID and [r["C"] for r in log["cv"]] == GRID
+    search = log["C_search"]  # separable data: C climbs past the grid to linear.C_max, said so
+    assert search["initial_grid"] == GRID and [r["C"] for r in log["cv"]] == search["searched_grid"]
+    assert log["best_C"] == search["best_C"] == max(search["searched_grid"]) and search["stop"] == "bound"
+    assert card["C_scoring"] == "neg_log_loss" and card["C_stop_reason"] in card["cv_warnings"]
     assert log["val_auroc"] > 0.9
