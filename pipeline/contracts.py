@@ -332,6 +332,36 @@ class LinearLog(Contract):
     train_auroc: Num
 
 
+# ------------------------------------------------------------------- predictions/<method>.calibration.json
+
+
+class SigmoidParameters(Contract):
+    a: float = Field(description="slope; < 0 (increasing in the score) whenever applied")
+    b: float = Field(description="intercept")
+
+
+class PredictionCalibration(Contract):
+    """predictions/<method>.calibration.json, written with predictions/<method>.csv by every method
+    (pipeline.predictions.write_predictions): the sigmoid fitted on the validation rows."""
+
+    method: Literal["sigmoid"]
+    implementation: str = Field(description="scikit-learn version and estimator")
+    score: str = Field(description="what the sigmoid is a function of (the log-odds of the raw probability)")
+    formula: str
+    fitted_on: Literal["val"]
+    calibrated: bool = Field(description="false: prob_ columns are the raw probabilities (see note)")
+    note: str | None = Field(description="why not calibrated")
+    n_val_images: int
+    n_val_patients: int
+    val_class_counts: dict[str, int]
+    parameters: dict[str, SigmoidParameters] = Field(
+        description="by class: binary one entry (the second class; the first gets 1 - P), else one "
+        "per class (one-vs-rest, rows renormalised); empty when val lacks a class"
+    )
+    val_log_loss_raw: Num
+    val_log_loss_calibrated: Num = Field(description="in-sample on val; null when not calibrated")
+
+
 # ------------------------------------------------------------------- reports/evaluation.json
 
 
@@ -821,6 +851,7 @@ FILES: dict[str, type[BaseModel]] = {
     str(paths.train_log("linear")): LinearLog,
     str(paths.train_log("finetune")): TrainLog,
     str(paths.train_log("scratch")): TrainLog,
+    **{str(paths.calibration_json(m)): PredictionCalibration for m in paths.PATHS},
     str(paths.EVALUATION): Evaluation,
     str(paths.METRICS): Metrics,
     str(paths.DIAGNOSTICS): Diagnostics,

@@ -50,6 +50,11 @@ def predictions_csv(path_name: str) -> Path:
     return PREDICTIONS / f"{path_name}.csv"
 
 
+def calibration_json(method: str) -> Path:
+    """The val-fitted calibration record written beside ``predictions/<method>.csv``."""
+    return PREDICTIONS / f"{method}.calibration.json"
+
+
 def train_log(path_name: str) -> Path:
     return TRAIN_LOGS / f"{path_name}.json"
 
