@@ -530,8 +530,37 @@ class SplitResult(Contract):
     subgroups: list[Subgroup]
 
 
+class RawSpread(Contract):
+    """Quartiles, IQR and range of a method's raw probability of one class on one split."""
+
+    class_: str = Field(alias="class", description="the positive class (else the class with the widest IQR)")
+    n: int
+    min: Num
+    q25: Num
+    median: Num
+    q75: Num
+    max: Num
+    iqr: Num
+    range: Num
+
+
+class FitCheck(Contract):
+    """Did the method fit its training data; are its outputs near-constant (pipeline.fit_checks)."""
+
+    train_auroc: Num = Field(description="headline AUROC of the raw probabilities on the train images")
+    n_train: int
+    fitted: bool | None = Field(description="train_auroc >= evaluate.fitted_train_auroc; null if undefined")
+    raw_spread: dict[str, RawSpread] = Field(description="`val`, `test`")
+    near_constant: bool | None = Field(description="raw IQR < evaluate.near_constant_iqr on val or test")
+    near_constant_splits: list[str]
+
+
 class PathResult(Contract):
     operating_point: OperatingPoint | None
+    fit: FitCheck | None = None
+    val_calibration: PredictionCalibration | None = Field(
+        default=None, description="predictions/<method>.calibration.json: the sigmoid behind prob_"
+    )
     splits: dict[str, SplitResult] = Field(description="by split key")
 
 
@@ -564,6 +593,8 @@ class EvaluationSettings(Contract):
     min_subgroup_patients: int | None = None
     prevalence: Num = None
     age_bands: list[float]
+    near_constant_iqr: float | None = None
+    fitted_train_auroc: float | None = None
 
 
 class Evaluation(Contract):

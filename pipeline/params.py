@@ -244,6 +244,10 @@ class Evaluate(_Section):
     # PPV/NPV at this prevalence (Bayes from sensitivity/specificity); None = the sample's.
     prevalence: float | None = Field(default=None, gt=0, lt=1)
     age_bands: list[float] = Field(min_length=2)
+    # Fit checks (pipeline.fit_checks): near-constant when the raw positive-class probability's
+    # IQR on val or test is below this; fitted when the raw train AUROC reaches this.
+    near_constant_iqr: float = Field(default=0.02, gt=0, lt=1)
+    fitted_train_auroc: float = Field(default=0.7, ge=0.5, le=1)
 
     @model_validator(mode="after")
     def _increasing_bands(self) -> Evaluate:

@@ -18,9 +18,11 @@ from dicom_factory import chest_like, make_dataset, write
 
 from pipeline import paths
 from pipeline.cli import main as cli_main
+from pipeline.contracts import ContractError
+from pipeline.dataset import Dataset
 from pipeline.errors import MissingArtifactError
 from pipeline.params import REPO_ROOT
-from pipeline.predictions import read_predictions
+from pipeline.predictions import calibration_path, read_predictions, write_predictions
 from pipeline.sources import SOURCES_FILE, SourceError, run_sources
 from pipeline.steps.augment import run_augment
 from pipeline.steps.evaluate import run_evaluate
@@ -264,13 +266,12 @@ def test_evaluate_step_reports_each_external_set(workspace) -> None:
     with pytest.raises(Exception, match="no prediction files"):
         run_evaluate(params, workspace)
     y = (man["label"] == "abnormal").to_numpy()
+    ds = Dataset(manifest=man, images=np.zeros((len(man), 2, 2), np.float16), classes=("normal", "abnormal"))
     for name in ("linear", "scratch"):  # finetune missing: evaluated methods are those present
         p = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.25, len(man)), 0.01, 0.99)
-        workspace.predictions(name).parent.mkdir(exist_ok=True)
-        man[["row", "file", "split", "source", "label"]].assign(prob_normal=1 - p, prob_abnormal=p).to_csv(
-            workspace.predictions(name), index=False
-        )
+        write_predictions(workspace.predictions(name), ds, np.stack([1 - p, p], axis=1))
     metrics, ev = run_evaluate(params, workspace)
+    assert ev["results"]["linear"]["val_calibration"]["n_val_images"] == len(ds.rows("val"))
     assert set(metrics) == {"linear", "scratch"}
     assert list(metrics["linear"]) == ["test", "external/site-a", "external/site-b"]
     counts = man[man["split"] == "external"]["source"].value_counts()
@@ -280,6 +281,9 @@ def test_evaluate_step_reports_each_external_set(workspace) -> None:
     plots = workspace.path(paths.PLOTS)
     assert (plots / "roc" / "linear_external-site-a.csv").is_file()
     assert read_predictions(workspace.predictions("linear"))["source"].nunique() == 3
+    calibration_path(workspace.predictions("scratch")).unlink()  # a hand-made or stale file
+    with pytest.raises(ContractError, match="scratch.calibration.json is missing"):
+        run_evaluate(params, workspace)
 
 
 def test_missing_upstream_artifact_is_a_stage_error(workspace) -> None:
