@@ -210,6 +210,10 @@ class FeaturesInfo(Contract):
     batch_size: int
     device: str
     num_threads: int
+    logits_dim: int | None = Field(
+        default=None, description="ImageNet classes in logits.npy / augmented_logits.npy; null: none written"
+    )
+    logits_note: str | None = Field(default=None, description="why no logits were written")
 
 
 # ------------------------------------------------------------------- reports/train/<method>.json
