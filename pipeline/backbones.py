@@ -120,6 +120,11 @@ class _Trunk(nn.Module):
     def drop_classifier(self) -> None:
         raise NotImplementedError
 
+    def imagenet_classifier(self) -> nn.Module | None:
+        """The architecture's own (ImageNet) classifier, before :meth:`drop_classifier`: it maps
+        :meth:`pool`'s output to the class scores. None when the architecture has none."""
+        raise NotImplementedError
+
     def init_random(self) -> None:
         raise NotImplementedError
 
@@ -199,6 +204,10 @@ class _EfficientNetLiteTrunk(_Trunk):
         # The ImageNet classifier is replaced by the new head of ClassifierModel.
         self.net._fc = nn.Identity()
 
+    def imagenet_classifier(self) -> nn.Module | None:
+        # EfficientNet.forward: pool -> flatten -> dropout (identity in eval) -> _fc.
+        return self.net._fc
+
     def init_random(self) -> None:
         # The package leaves PyTorch's default init. Use the TensorFlow EfficientNet reference
         # init: He-normal over fan-out = k*k*out_channels/groups, BN at identity. For depthwise
@@ -253,6 +262,9 @@ class _TorchvisionResNetTrunk(_Trunk):
     def drop_classifier(self) -> None:
         self.net.fc = nn.Identity()
 
+    def imagenet_classifier(self) -> nn.Module | None:
+        return self.net.fc  # ResNet.forward: avgpool -> flatten -> fc
+
     def init_random(self) -> None:
         pass  # torchvision's constructor already uses He init
 
@@ -305,6 +317,11 @@ class _TimmTrunk(_Trunk):
 
     def drop_classifier(self) -> None:
         self.net.reset_classifier(0)
+
+    def imagenet_classifier(self) -> nn.Module | None:
+        # timm: forward_head(x, pre_logits=True) is the classifier's input (what pool returns).
+        head = self.net.get_classifier()
+        return None if isinstance(head, nn.Identity) else head
 
     def init_random(self) -> None:
         pass  # timm constructors initialise their weights
@@ -498,6 +515,40 @@ def create_backbone(cfg: Backbone, num_classes: int, pretrained: bool = True) ->
     ``pretrained=False`` gives the same architecture randomly initialised (the scratch path); it
     never reads a weights file. Consumes torch's global RNG (head and random init): seed first.
     """
+    return _build(cfg, num_classes, pretrained)[0]
+
+
+def create_backbone_with_imagenet_head(
+    cfg: Backbone, num_classes: int
+) -> tuple[ClassifierModel, nn.Linear | None, str | None]:
+    """The pretrained classifier of :func:`create_backbone` and the pretrained network's own
+    ImageNet classifier (the layer ``create_backbone`` drops), loaded from the same weights file.
+
+    ``head(model.forward_features(x))`` are then the network's ImageNet class scores (logits) in
+    eval mode. The head is kept outside the model (not a submodule: the model's parameters and
+    state_dict stay those of trunk + new head). Returns ``(model, head, None)``, or
+    ``(model, None, reason)`` when the architecture has no linear ImageNet classifier.
+    """
+    model, head = _build(cfg, num_classes, pretrained=True)
+    if head is None:
+        return model, None, f"backbone {cfg.name} has no ImageNet classifier (a headless architecture)"
+    if not isinstance(head, nn.Linear) or head.in_features != model.num_features:
+        return (
+            model,
+            None,
+            (
+                f"backbone {cfg.name}: its classifier is {type(head).__name__}, not a linear layer on the "
+                f"{model.num_features}-d pooled features"
+            ),
+        )
+    head.eval()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return model, head, None
+
+
+def _build(cfg: Backbone, num_classes: int, pretrained: bool) -> tuple[ClassifierModel, nn.Module | None]:
+    """The classifier, and (pretrained only) the architecture's ImageNet classifier it dropped."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     name = cfg.name
@@ -555,6 +606,7 @@ def create_backbone(cfg: Backbone, num_classes: int, pretrained: bool = True) ->
     else:
         trunk.init_random()
         source, sha = "random initialisation (no pretrained weights)", None
+    imagenet_head = trunk.imagenet_classifier() if pretrained else None
     trunk.drop_classifier()
 
     prep = _grey_preprocessing(*prep_args[:3], cfg.grey_to_rgb, prep_args[3])
@@ -567,7 +619,7 @@ def create_backbone(cfg: Backbone, num_classes: int, pretrained: bool = True) ->
 
     model = ClassifierModel(trunk, num_classes, prep, name, source, sha, cfg.grey_to_rgb)
     _check_partition(model)
-    return model
+    return model, imagenet_head
 
 
 def _check_partition(model: ClassifierModel) -> None:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, m
 from pipeline import paths
 from pipeline.common import read_json, write_json
 from pipeline.errors import StageError
+from pipeline.params import VARIANT_NAMES
 
 Num = float | None  # a statistic; null where undefined (NaN on the writer's side)
 SPLIT_KEY = re.compile(r"^(train|val|test|external/[a-z0-9_-]+)$")
@@ -210,6 +211,10 @@ class FeaturesInfo(Contract):
     batch_size: int
     device: str
     num_threads: int
+    logits_dim: int | None = Field(
+        default=None, description="ImageNet classes in logits.npy / augmented_logits.npy; null: none written"
+    )
+    logits_note: str | None = Field(default=None, description="why no logits were written")
 
 
 # ------------------------------------------------------------------- reports/train/<method>.json
@@ -289,9 +294,10 @@ class TrainLog(Contract):
 
 
 class LinearModelCard(Contract):
-    """Model card of the logistic regression on frozen embeddings."""
+    """Model card of the logistic regression on frozen embeddings (linear) or on the pretrained
+    network's ImageNet class scores (linear_on_logits)."""
 
-    path: Literal["linear"]
+    path: Literal["linear", "linear_on_logits"]
     backbone: str
     weights_source: str
     weights_sha256: str | None
@@ -311,6 +317,8 @@ class LinearModelCard(Contract):
     cv_folds: int
     cv_folds_requested: int
     cv_warnings: list[str]
+    C_scoring: str | None = Field(default=None, description="what C is chosen by: `neg_log_loss`")
+    C_stop_reason: str | None = Field(default=None, description="why the search over C stopped where it did")
     wall_time_s: float
     seed: int
 
@@ -320,16 +328,114 @@ class CvRow(Contract):
     train_auroc: Num
     cv_auroc: Num
     cv_auroc_std: Num
+    train_log_loss: Num = Field(default=None, description="mean over the training folds")
+    cv_log_loss: Num = Field(default=None, description="mean held-out log loss: C is chosen by this")
+    cv_log_loss_std: Num = None
+    extension: int | None = Field(default=None, description="0: linear.C_grid; n: the n-th decade added past an edge")
+
+
+class CSearch(Contract):
+    """How C was searched (pipeline.linear.search_C)."""
+
+    scoring: str = Field(description="`neg_log_loss`: patient-grouped CV log loss")
+    initial_grid: list[float] = Field(description="linear.C_grid, ascending")
+    searched_grid: list[float] = Field(description="every C scored, ascending")
+    extensions: int = Field(description="decades added past an edge")
+    best_C: float
+    stop: Literal["interior", "bound", "plateau", "single_value"] = Field(
+        description="`interior`: the best C is inside the searched values; `bound`: the next decade "
+        "would leave [linear.C_min, linear.C_max]; `plateau`: an extension improved the CV log loss by "
+        "less than linear.extend_tol; `single_value`: one C, no search"
+    )
+    stop_reason: str
 
 
 class LinearLog(Contract):
-    """reports/train/linear.json (stage `linear`)."""
+    """reports/train/linear.json (stage `linear`); also reports/train/linear_on_logits.json."""
 
     model_card: LinearModelCard
-    cv: list[CvRow] = Field(description="one row per value of linear.C_grid")
+    cv: list[CvRow] = Field(description="one row per searched C (linear.C_grid and its extensions), C ascending")
     best_C: float
+    C_search: CSearch | None = None
     val_auroc: Num
     train_auroc: Num
+
+
+class KnnModelCard(Contract):
+    """Model card of the k-nearest-neighbour classifier on frozen embeddings (variant knn)."""
+
+    path: Literal["knn"]
+    backbone: str
+    weights_source: str
+    weights_sha256: str | None
+    trained: str
+    layer_groups: list[LayerGroup]
+    frozen: str
+    n_params_trained: int = Field(description="0: a neighbour classifier stores its training set, it learns no weights")
+    epochs_run: None
+    best_epoch: None
+    device: str
+    image_size: int
+    k: int = Field(description="neighbours, chosen by patient-grouped CV log loss from strategies.knn_k")
+    weights: str = Field(description="scikit-learn KNeighborsClassifier weights")
+    n_train_images: int
+    n_train_augmented: int
+    n_train_patients: int
+    cv_folds: int
+    cv_folds_requested: int
+    cv_warnings: list[str]
+    wall_time_s: float
+    seed: int
+
+
+class KnnCvRow(Contract):
+    k: int
+    train_auroc: Num
+    cv_auroc: Num
+    cv_auroc_std: Num
+    train_log_loss: Num
+    cv_log_loss: Num = Field(description="mean held-out log loss: k is chosen by this")
+    cv_log_loss_std: Num
+
+
+class KnnLog(Contract):
+    """reports/train/knn.json (stage `variant@knn`)."""
+
+    model_card: KnnModelCard
+    cv: list[KnnCvRow] = Field(description="one row per k of strategies.knn_k, ascending")
+    best_k: int
+    val_auroc: Num
+    train_auroc: Num
+
+
+# ------------------------------------------------------------------- predictions/<method>.calibration.json
+
+
+class SigmoidParameters(Contract):
+    a: float = Field(description="slope; < 0 (increasing in the score) whenever applied")
+    b: float = Field(description="intercept")
+
+
+class PredictionCalibration(Contract):
+    """predictions/<method>.calibration.json, written with predictions/<method>.csv by every method
+    (pipeline.predictions.write_predictions): the sigmoid fitted on the validation rows."""
+
+    method: Literal["sigmoid"]
+    implementation: str = Field(description="scikit-learn version and estimator")
+    score: str = Field(description="what the sigmoid is a function of (the log-odds of the raw probability)")
+    formula: str
+    fitted_on: Literal["val"]
+    calibrated: bool = Field(description="false: prob_ columns are the raw probabilities (see note)")
+    note: str | None = Field(description="why not calibrated")
+    n_val_images: int
+    n_val_patients: int
+    val_class_counts: dict[str, int]
+    parameters: dict[str, SigmoidParameters] = Field(
+        description="by class: binary one entry (the second class; the first gets 1 - P), else one "
+        "per class (one-vs-rest, rows renormalised); empty when val lacks a class"
+    )
+    val_log_loss_raw: Num
+    val_log_loss_calibrated: Num = Field(description="in-sample on val; null when not calibrated")
 
 
 # ------------------------------------------------------------------- reports/evaluation.json
@@ -508,9 +614,38 @@ class ValidationResult(Contract):
     auroc: DelongAuroc
 
 
+class RawSpread(Contract):
+    """Quartiles, IQR and range of a method's raw probability of one class on one split."""
+
+    class_: str = Field(alias="class", description="the positive class (else the class with the widest IQR)")
+    n: int
+    min: Num
+    q25: Num
+    median: Num
+    q75: Num
+    max: Num
+    iqr: Num
+    range: Num
+
+
+class FitCheck(Contract):
+    """Did the method fit its training data; are its outputs near-constant (pipeline.fit_checks)."""
+
+    train_auroc: Num = Field(description="headline AUROC of the raw probabilities on the train images")
+    n_train: int
+    fitted: bool | None = Field(description="train_auroc >= evaluate.fitted_train_auroc; null if undefined")
+    raw_spread: dict[str, RawSpread] = Field(description="`val`, `test`")
+    near_constant: bool | None = Field(description="raw IQR < evaluate.near_constant_iqr on val or test")
+    near_constant_splits: list[str]
+
+
 class PathResult(Contract):
     operating_point: OperatingPoint | None
     validation: ValidationResult | None = Field(default=None, description="null without validation rows")
+    fit: FitCheck | None = None
+    val_calibration: PredictionCalibration | None = Field(
+        default=None, description="predictions/<method>.calibration.json: the sigmoid behind prob_"
+    )
     splits: dict[str, SplitResult] = Field(description="by split key")
 
 
@@ -543,6 +678,8 @@ class EvaluationSettings(Contract):
     min_subgroup_patients: int | None = None
     prevalence: Num = None
     age_bands: list[float]
+    near_constant_iqr: float | None = None
+    fitted_train_auroc: float | None = None
 
 
 class Evaluation(Contract):
@@ -922,7 +1059,15 @@ class Recommendation(Contract):
 
 # ------------------------------------------------------------------- registry and I/O
 
+
 #: Each inter-stage file and its model. Train logs: one entry per method.
+def train_log_model(method: str) -> type[LinearLog] | type[KnnLog] | type[TrainLog]:
+    """The contract of reports/train/<method>.json."""
+    if method in ("linear", "linear_on_logits"):
+        return LinearLog
+    return KnnLog if method == "knn" else TrainLog
+
+
 FILES: dict[str, type[BaseModel]] = {
     "data/sources.json": Sources,
     str(paths.INGEST_REPORT): IngestReport,
@@ -931,15 +1076,13 @@ FILES: dict[str, type[BaseModel]] = {
     str(paths.train_log("linear")): LinearLog,
     str(paths.train_log("finetune")): TrainLog,
     str(paths.train_log("scratch")): TrainLog,
+    **{str(paths.train_log(v)): train_log_model(v) for v in VARIANT_NAMES},
+    **{str(paths.calibration_json(m)): PredictionCalibration for m in paths.PATHS},
     str(paths.EVALUATION): Evaluation,
     str(paths.METRICS): Metrics,
     str(paths.DIAGNOSTICS): Diagnostics,
     str(paths.RECOMMENDATION): Recommendation,
 }
-
-
-def train_log_model(method: str) -> type[LinearLog] | type[TrainLog]:
-    return LinearLog if method == "linear" else TrainLog
 
 
 def check(model: type[BaseModel], doc: Any) -> Any:

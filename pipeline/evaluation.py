@@ -23,9 +23,10 @@ from pipeline import metrics as M
 from pipeline import paths
 from pipeline.common import write_csv
 from pipeline.errors import StageError
+from pipeline.fit_checks import SPREAD_SPLITS, fit_check, fit_notes
 from pipeline.params import Params
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: prob_ calibrated on val, raw_prob_; fit checks; val_calibration
 ALPHA = 0.05
 EXTERNAL_PREFIX = "external/"  # evaluated split keys: "test", "external/<set name>"
 VAL = "val"  # the split choices are made on; comparisons hold it beside the evaluated splits
@@ -66,7 +67,19 @@ COMPARISON_METHOD_MULTICLASS = "paired clustered DeLong (Obuchowski 1997), patie
 
 DEFINITIONS = {
     "auroc": "Area under the ROC curve of P(positive class); for more than 2 classes the macro "
-    "average of one-vs-rest AUROCs.",
+    "average of one-vs-rest AUROCs, computed on the raw probabilities (raw_prob_: the per-class "
+    "calibration can reorder a class); for 2 classes the calibrated and raw AUROC are equal.",
+    "probability_calibration": "Every method's prob_ columns are its raw probabilities (raw_prob_) "
+    "passed through a sigmoid fitted on the validation split only (Platt scaling on the log-odds, "
+    "scikit-learn CalibratedClassifierCV on the frozen model; one-vs-rest and renormalised for more "
+    "than 2 classes); results.<method>.val_calibration holds the fit. Threshold metrics, Brier "
+    "score and ECE use the calibrated probabilities. Not calibrated (prob_ = raw_prob_) when val "
+    "lacks a class or the fitted sigmoid decreases (the model ranks val inversely).",
+    "fit": "Fit checks from the raw probabilities: train_auroc is the headline AUROC on the train "
+    "images (predicted in eval mode, un-augmented), fitted = train_auroc >= "
+    "evaluate.fitted_train_auroc; raw_spread gives quartiles, IQR and range of the raw "
+    "positive-class probability on val and test (without a positive class: the class with the "
+    "widest IQR), near_constant = that IQR is below evaluate.near_constant_iqr on val or test.",
     "unit_of_uncertainty": "The patient. Images of one patient are correlated, so every interval "
     "and test treats the patient, not the image, as the independent unit: AUROC intervals and "
     "paired comparisons by the clustered DeLong method (Obuchowski 1997, Biometrics 53:567-578), "
@@ -88,7 +101,7 @@ DEFINITIONS = {
     "a drawn patient kept); resamples with a single class are skipped and counted.",
     "operating_point": "Threshold fixed on the validation split only (Youden's J = sensitivity + "
     "specificity - 1 maximised, or the highest threshold whose validation sensitivity reaches the "
-    "target); a case is positive when P(positive) >= threshold.",
+    "target), on the calibrated probability; a case is positive when P(positive) >= threshold.",
     "wilson": "Sensitivity, specificity, PPV, NPV and accuracy carry patient-level Wilson 95% "
     "intervals: the proportion over images with a cluster-robust (ratio-estimator) variance "
     "sum_i (k_i - p n_i)^2 / n^2 over patients, whose ratio to p(1-p)/n (the design effect, "
@@ -99,11 +112,11 @@ DEFINITIONS = {
     "they are recomputed by Bayes from sensitivity and specificity, the interval running from the "
     "values at both lower to both upper bounds (at least 90% coverage; the sample's values stay "
     "as ppv_sample / npv_sample).",
-    "brier": "Mean squared difference between P(positive) and the 0/1 outcome (multi-class "
-    "without a positive class: sum over classes).",
-    "ece": "Expected calibration error: over equal-width probability bins, the image-weighted "
-    "mean of |mean predicted probability - observed fraction positive|; multi-class without a "
-    "positive class uses the top-label confidence and correctness.",
+    "brier": "Mean squared difference between the calibrated P(positive) and the 0/1 outcome "
+    "(multi-class without a positive class: sum over classes).",
+    "ece": "Expected calibration error of the calibrated probabilities: over equal-width "
+    "probability bins, the image-weighted mean of |mean predicted probability - observed fraction "
+    "positive|; multi-class without a positive class uses the top-label confidence and correctness.",
     "paired_comparison": "AUROC difference of two paths on the same images, patient-level and "
     "paired, by two methods: the clustered DeLong Wald interval (variance var_a + var_b - 2 cov_ab "
     "from Obuchowski's covariance) and the paired patient bootstrap percentile interval (the same "
@@ -162,7 +175,7 @@ def check_manifest(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 def check_predictions(name: str, df: pd.DataFrame, manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """One path's predictions joined to the manifest; every contract breach is an error."""
-    prob_cols = [f"prob_{c}" for c in classes]
+    prob_cols = [f"prob_{c}" for c in classes] + [f"raw_prob_{c}" for c in classes]
     missing = [c for c in ("row", "split", "label", *prob_cols) if c not in df.columns]
     if missing:
         raise EvaluationError(f"predictions/{name}.csv: missing columns {missing}")
@@ -186,7 +199,7 @@ def check_predictions(name: str, df: pd.DataFrame, manifest: pd.DataFrame, class
         )
     probs = df[prob_cols].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1:
-        raise EvaluationError(f"predictions/{name}.csv: probabilities must be finite, in [0, 1]")
+        raise EvaluationError(f"predictions/{name}.csv: probabilities (prob_, raw_prob_) must be finite, in [0, 1]")
     joined = df[["row", "split", "label", *prob_cols]].merge(
         manifest.drop(columns="label").reset_index(drop=True).assign(_mlabel=manifest["label"].values),
         on="row",
@@ -226,12 +239,18 @@ class _Task:
         self.positive_class = params.data.positive_class
         self.pos = self.classes.index(self.positive_class) if self.positive_class else None
         self.binary = self.pos is not None  # positive_class vs rest exists
-        self.prob_cols = [f"prob_{c}" for c in self.classes]
+        self.prob_cols = [f"prob_{c}" for c in self.classes]  # calibrated on val
+        self.raw_cols = [f"raw_prob_{c}" for c in self.classes]  # the model's own
+        # Discrimination (AUROC, curves, comparisons): the calibrated columns for 2 classes (an
+        # increasing function of the raw one: the same AUROC, thresholds on the calibrated scale),
+        # the raw ones for more (one-vs-rest sigmoids + renormalisation can reorder a class).
+        self.disc_cols = self.prob_cols if self.k == 2 else self.raw_cols
         self.lookup = {c: i for i, c in enumerate(self.classes)}
 
-    def arrays(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(self, df: pd.DataFrame, cols: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Class indices and the probability columns ``cols`` (default: calibrated ``prob_``)."""
         y = df["label"].map(self.lookup).to_numpy(dtype=np.int64)
-        return y, df[self.prob_cols].to_numpy(dtype=np.float64)
+        return y, df[cols or self.prob_cols].to_numpy(dtype=np.float64)
 
     @property
     def head_index(self) -> int:
@@ -298,18 +317,19 @@ def _validation_block(task: _Task, val: pd.DataFrame, params: Params) -> dict[st
     made on validation (the recommendation) rest on. None without validation rows."""
     if len(val) == 0:
         return None
-    y, probs = task.arrays(val)
+    y, disc = task.arrays(val, task.disc_cols)  # discrimination: raw for >2 classes
     patients = val["patient"].to_numpy()
-    auroc, _ = _patient_auroc(task, y, probs, patients, params)
+    auroc, _ = _patient_auroc(task, y, disc, patients, params)
     return {"n": int(len(val)), "n_patients": int(len(np.unique(patients))), "auroc": auroc}
 
 
 def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params: Params) -> dict[str, Any]:
     ev = params.evaluate
-    y, probs = task.arrays(df)
+    y, probs = task.arrays(df)  # calibrated: operating point and calibration metrics
+    _, disc = task.arrays(df, task.disc_cols)  # discrimination: AUROC, curves, subgroups
     patients = df["patient"].to_numpy()
-    auroc, boot = _patient_auroc(task, y, probs, patients, params)
-    image = task.headline_image(y, probs)
+    auroc, boot = _patient_auroc(task, y, disc, patients, params)
+    image = task.headline_image(y, disc)
     out: dict[str, Any] = {
         "n": int(len(df)),
         "n_patients": int(len(np.unique(patients))),
@@ -325,7 +345,7 @@ def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params:
             "method": "DeLong (images independent)",
             "unit": "image",
         },
-        "auroc_patient_weighted": CL.patient_weighted_headline(y, probs, task.head_index, patients)
+        "auroc_patient_weighted": CL.patient_weighted_headline(y, disc, task.head_index, patients)
         if np.isfinite(auroc["value"])
         else float("nan"),
         "auroc_bootstrap": {
@@ -343,7 +363,7 @@ def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params:
         "at_threshold": None,
     }
     if task.k > 2:
-        ovr = CL.clustered_ovr_macro(y, probs, patients, ALPHA)
+        ovr = CL.clustered_ovr_macro(y, disc, patients, ALPHA)
         out["per_class"] = {
             c: {
                 "n_positive": int((y == i).sum()),
@@ -352,25 +372,25 @@ def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params:
                 "ci_high": r["ci_high"],
                 "se": _se(r["var"]),
                 "unit": "patient",
-                "average_precision": M.average_precision(y == i, probs[:, i]),
+                "average_precision": M.average_precision(y == i, disc[:, i]),
             }
             for i, (c, r) in enumerate(zip(task.classes, ovr["per_class"], strict=True))
         }
         aps = [v["average_precision"] for v in out["per_class"].values()]
         out["average_precision"] = float(np.mean(aps))  # NaN if a class is absent
     if task.binary:
-        yb, s = y == task.pos, probs[:, task.pos]
+        yb, s, sd = y == task.pos, probs[:, task.pos], disc[:, task.pos]
         if task.k == 2:
-            out["average_precision"] = M.average_precision(yb, s)
+            out["average_precision"] = M.average_precision(yb, sd)
         if threshold is not None:
             out["at_threshold"] = CL.binary_metrics_at(yb, s, threshold, patients, ALPHA, ev.prevalence)
         out["calibration"] = M.calibration(yb, s, ev.calibration_bins)
-        roc = [{"class": task.positive_class, **M.roc_points(yb, s)}]
-        pr = [{"class": task.positive_class, **M.pr_points(yb, s)}]
+        roc = [{"class": task.positive_class, **M.roc_points(yb, sd)}]
+        pr = [{"class": task.positive_class, **M.pr_points(yb, sd)}]
     else:
         out["calibration"] = M.top_label_calibration(y, probs, ev.calibration_bins)
-        roc = [{"class": c, **M.roc_points(y == i, probs[:, i])} for i, c in enumerate(task.classes)]
-        pr = [{"class": c, **M.pr_points(y == i, probs[:, i])} for i, c in enumerate(task.classes)]
+        roc = [{"class": c, **M.roc_points(y == i, disc[:, i])} for i, c in enumerate(task.classes)]
+        pr = [{"class": c, **M.pr_points(y == i, disc[:, i])} for i, c in enumerate(task.classes)]
     out["curves"] = {"roc": roc, "pr": pr}
     attributes = {
         "sex": df["sex"].to_numpy(dtype=object),
@@ -379,7 +399,7 @@ def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params:
     }
     out["subgroups"] = CL.subgroup_table(
         y,
-        probs,
+        disc,
         attributes,
         patients,
         task.classes,
@@ -408,11 +428,11 @@ def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str, pa
     for a, b in itertools.combinations(list(joined), 2):
         da = split_rows(joined[a], split)
         db = split_rows(joined[b], split)
-        both = da.merge(db[["row", *task.prob_cols]], on="row", suffixes=("", "_b"))
+        both = da.merge(db[["row", *task.disc_cols]], on="row", suffixes=("", "_b"))
         if len(both) == 0:
             continue
-        y, pa = task.arrays(both)
-        pb = both[[f"{c}_b" for c in task.prob_cols]].to_numpy(dtype=np.float64)
+        y, pa = task.arrays(both, task.disc_cols)
+        pb = both[[f"{c}_b" for c in task.disc_cols]].to_numpy(dtype=np.float64)
         patients = both["patient"].to_numpy()
         if task.k == 2:
             i = task.head_index
@@ -445,6 +465,13 @@ def _comparisons(task: _Task, joined: Mapping[str, pd.DataFrame], split: str, pa
             }
         )
     return rows
+
+
+def _fit(task: _Task, df: pd.DataFrame, ev: Any) -> dict[str, Any]:
+    """The fit checks of one method from its raw probabilities (pipeline.fit_checks)."""
+    y_train, raw_train = task.arrays(df[df["split"] == "train"], task.raw_cols)
+    raw = {s: task.arrays(df[df["split"] == s], task.raw_cols)[1] for s in SPREAD_SPLITS}
+    return fit_check(y_train, raw_train, raw, task.classes, task.pos, ev.near_constant_iqr, ev.fitted_train_auroc)
 
 
 def _largest_share(patients: np.ndarray) -> float:
@@ -531,13 +558,18 @@ def _flat(task: _Task, block: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_predictions(
-    predictions: Mapping[str, pd.DataFrame], manifest: pd.DataFrame, params: Params
+    predictions: Mapping[str, pd.DataFrame],
+    manifest: pd.DataFrame,
+    params: Params,
+    calibration: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """All statistics of every available path: ``(metrics, evaluation)``.
+    """All statistics of every available method: ``(metrics, evaluation)``.
 
-    ``predictions`` maps path name (linear/finetune/scratch) → its prediction DataFrame;
-    ``manifest`` is data/processed/manifest.csv. ``metrics`` is the flat dict for
-    reports/metrics.json, ``evaluation`` the full document (schema in DESIGN.md).
+    ``predictions`` maps method name → its prediction DataFrame; ``manifest`` is
+    data/processed/manifest.csv; ``calibration`` maps method name → its
+    ``predictions/<method>.calibration.json`` record, copied into ``results.<method>.val_calibration``
+    (the evaluate stage always passes them; null where not given). ``metrics`` is the flat dict
+    for reports/metrics.json, ``evaluation`` the full document (schema in DESIGN.md).
     """
     if not predictions:
         raise EvaluationError("no prediction files to evaluate (expected predictions/<path>.csv)")
@@ -596,9 +628,16 @@ def evaluate_predictions(
                 notes.append(f"{name}/{s}: AUROC undefined, a class is missing ({present})")
         if op is not None and op["note"]:
             notes.append(f"{name}: {op['note']}")
+        fit = _fit(task, df, ev)
+        notes.extend(fit_notes(name, fit, ev.near_constant_iqr, ev.fitted_train_auroc))
+        cal = (calibration or {}).get(name)
+        if cal is not None and not cal["calibrated"]:
+            notes.append(f"{name}: {cal['note']}")
         results[name] = {
             "operating_point": op,
             "validation": _validation_block(task, df[df["split"] == "val"], params),
+            "fit": fit,
+            "val_calibration": dict(cal) if cal is not None else None,
             "splits": per_split,
         }
         flat[name] = {s: _flat(task, b) for s, b in per_split.items()}
@@ -624,6 +663,8 @@ def evaluate_predictions(
             "min_subgroup_patients": ev.min_subgroup_patients,
             "prevalence": ev.prevalence,
             "age_bands": list(ev.age_bands),
+            "near_constant_iqr": ev.near_constant_iqr,
+            "fitted_train_auroc": ev.fitted_train_auroc,
         },
         "definitions": DEFINITIONS,
         "splits": splits,

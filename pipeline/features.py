@@ -1,4 +1,5 @@
-"""Frozen embedding of an image store: the input of the linear (logistic regression) path.
+"""Frozen embedding of an image store: the input of the linear (logistic regression) path, and
+the pretrained network's ImageNet class scores computed from it (the linear_on_logits variant).
 
 The backbone runs in eval mode (BatchNorm uses its ImageNet statistics, dropout is off) under
 ``torch.inference_mode`` (no autograd bookkeeping, and the weights cannot be modified), batch by
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.backbones import ClassifierModel, images_to_tensor, set_num_threads
 from pipeline.common import get_logger, progress
@@ -115,3 +117,23 @@ def extract_features(
         threads,
     )
     return feats, aug_feats, info
+
+
+def imagenet_logits(head: nn.Linear, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """``(N, D)`` pooled embeddings -> ``(N, C)`` float32 ImageNet class scores (logits).
+
+    ``head`` is the pretrained network's own classifier
+    (:func:`pipeline.backbones.create_backbone_with_imagenet_head`); applied to the eval-mode
+    pooled embedding it gives exactly the original network's eval-mode output (its dropout is
+    the identity there), so no second pass over the images is needed.
+    """
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != head.in_features:
+        raise ValueError(f"features must be (N, {head.in_features}), got shape {features.shape}")
+    head = head.to("cpu").eval()
+    out = np.empty((len(features), head.out_features), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            stop = min(start + batch_size, len(features))
+            out[start:stop] = head(torch.from_numpy(features[start:stop])).numpy()
+    return out

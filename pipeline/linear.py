@@ -1,13 +1,17 @@
 """The linear path: logistic regression on frozen backbone embeddings (scikit-learn).
 
 The regularisation strength C is the only thing chosen, by patient-grouped cross-validation on the
-training split; the model is then refitted on all of train. Two rules keep the CV honest:
+training split, scored by the held-out **log loss** (:mod:`pipeline.cvsearch` says why not AUROC);
+the model is then refitted on all of train. A C chosen at an edge of ``linear.C_grid`` extends the
+grid by a decade on that side until the choice is inside, or a documented bound stops the search
+(``linear.C_min``/``C_max``, or a flat score: ``linear.extend_tol``); the searched values, their
+scores and the stop reason go to the model card (:class:`CSearch`). Two rules keep the CV honest:
 
 * images of one patient never sit on both sides of a fold (``StratifiedGroupKFold`` on patients),
   and the augmented views of an image belong to the source image's patient, so a view of a
   held-out patient is never trained on;
 * CV scores are measured on original images only: augmented views are added to the training side
-  of each fold, never to the held-out side, so the CV AUROC estimates what val/test will show.
+  of each fold, never to the held-out side, so the CV scores estimate what val/test will show.
 
 When a class has fewer training patients than ``linear.cv_folds``, some fold would hold no image
 of that class and AUROC would be undefined there; the number of folds is then reduced, logged, and
@@ -19,18 +23,20 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.augment import INDEX_COLUMNS
 from pipeline.common import get_logger
+from pipeline.cvsearch import SELECTION_SCORING, Split, best_row, score_grid
 from pipeline.params import Linear, Params
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -38,7 +44,36 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 log = get_logger(__name__)
 
-CV_COLUMNS = ("C", "train_auroc", "cv_auroc", "cv_auroc_std")
+# The validation-curve table (reports/train/linear.json "cv"): C chosen by cv_log_loss; the AUROC
+# columns are kept for the report's validation curve. `extension`: 0 for C_grid, n for the n-th
+# decade added past an edge.
+CV_COLUMNS = (
+    "C",
+    "train_auroc",
+    "cv_auroc",
+    "cv_auroc_std",
+    "train_log_loss",
+    "cv_log_loss",
+    "cv_log_loss_std",
+    "extension",
+)
+StopKind = Literal["interior", "bound", "plateau", "single_value"]
+
+
+@dataclass
+class CSearch:
+    """How C was searched: the grid as configured, every value scored, why the search stopped."""
+
+    scoring: str
+    initial_grid: list[float]
+    searched_grid: list[float]
+    extensions: int
+    best_C: float
+    stop: StopKind
+    stop_reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -51,13 +86,11 @@ class CVInfo:
     n_augmented: int  # augmented views added to the training side of each fold
     n_patients: int
     best_C: float
+    search: CSearch
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-Split = tuple[np.ndarray, np.ndarray]
 
 
 def make_cv_splits(
@@ -127,10 +160,6 @@ def make_cv_splits(
     )
 
 
-def _scoring(n_classes: int) -> str:
-    return "roc_auc" if n_classes == 2 else "roc_auc_ovr"
-
-
 def fit_linear(
     X: np.ndarray,
     y: np.ndarray,
@@ -139,13 +168,14 @@ def fit_linear(
     seed: int,
     is_augmented: np.ndarray | None = None,
 ) -> tuple[Pipeline, list[dict[str, float]]]:
-    """Choose C by patient-grouped CV on train, refit on all of train.
+    """Choose C by patient-grouped CV log loss on train (extending the grid past an edge),
+    refit on all of train.
 
     ``y`` holds class indices 0..K-1 (all present); ``groups`` the patient of every sample, an
     augmented view carrying its source image's patient; ``is_augmented`` marks augmented views
     (trained on, never scored). Returns the refitted ``StandardScaler -> LogisticRegression``
-    pipeline (with ``cv_info_`` and ``cv_results_``) and the validation-curve table: one row per
-    C, ``{C, train_auroc, cv_auroc, cv_auroc_std}``, C ascending.
+    pipeline (with ``cv_info_``, a :class:`CVInfo`) and the validation-curve table: one row per
+    searched C, C ascending, with the columns of :data:`CV_COLUMNS`.
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -158,57 +188,18 @@ def fit_linear(
         raise ValueError(f"training labels must cover every class index 0..K-1 (K >= 2), got {np.unique(y).tolist()}")
 
     splits, notes = make_cv_splits(y, groups, cfg.cv_folds, seed, is_augmented)
-    # Ascending grid: GridSearchCV keeps the first of tied C values, i.e. the strongest
-    # regularisation, the safer choice on a small data set.
-    grid = sorted(set(float(c) for c in cfg.C_grid))
     model = make_pipeline(
         # Embedding dimensions differ in scale by orders of magnitude; one C fits all only after
         # standardising.
         StandardScaler(),
         LogisticRegression(class_weight=cfg.class_weight, max_iter=cfg.max_iter, random_state=seed),
     )
-    search = GridSearchCV(
-        model,
-        param_grid={"logisticregression__C": grid},
-        scoring=_scoring(n_classes),
-        cv=splits,
-        refit=True,  # refit the best C on all training samples
-        return_train_score=True,
-        error_score="raise",  # every fold holds every class (make_cv_splits), so no NaN folds
-    )
-    search.fit(X, y)
-    res = search.cv_results_
-    cv_table = [
-        {
-            "C": float(c),
-            "train_auroc": float(tr),
-            "cv_auroc": float(te),
-            "cv_auroc_std": float(sd),
-        }
-        for c, tr, te, sd in zip(
-            res["param_logisticregression__C"],
-            res["mean_train_score"],
-            res["mean_test_score"],
-            res["std_test_score"],
-            strict=True,
-        )
-    ]
-    best = search.best_estimator_
-    best_C = float(search.best_params_["logisticregression__C"])
-    if len(cfg.C_grid) > 1 and best_C in (min(cfg.C_grid), max(cfg.C_grid)):
-        # The optimum may lie beyond the grid: say so (model card, log) instead of hiding it.
-        if best_C == min(cfg.C_grid):
-            # As C -> 0 the L2 solution's direction tends to the (standardised, class-weighted)
-            # class-mean difference, so the ranking, and the AUROC, change little below this.
-            note = (
-                f"the chosen C = {best_C:g} is the smallest value of linear.C_grid (strongest "
-                "regularisation; smaller C tends to the class-mean-difference direction): "
-                "consider extending the grid"
-            )
-        else:
-            note = f"the chosen C = {best_C:g} is the largest value of linear.C_grid: consider extending the grid"
-        log.warning(note)
-        notes.append(note)
+    table, search = search_C(model, X, y, splits, n_classes, cfg)
+    best_C = search.best_C
+    if search.stop in ("bound", "plateau"):
+        log.warning(search.stop_reason)
+        notes.append(search.stop_reason)
+    best = clone(model).set_params(logisticregression__C=best_C).fit(X, y)  # refit on all of train
     aug = np.zeros(len(y), bool) if is_augmented is None else np.asarray(is_augmented, bool)
     best.cv_info_ = CVInfo(
         folds_requested=cfg.cv_folds,
@@ -218,9 +209,70 @@ def fit_linear(
         n_patients=len(np.unique(np.asarray(groups)[~aug])),
         best_C=best_C,
         warnings=notes,
+        search=search,
     )
-    best.cv_results_ = res
-    return best, cv_table
+    return best, table
+
+
+def search_C(
+    model: Pipeline, X: np.ndarray, y: np.ndarray, splits: list[Split], n_classes: int, cfg: Linear
+) -> tuple[list[dict[str, float]], CSearch]:
+    """Score ``cfg.C_grid`` by CV log loss; while the best C is at an edge of the searched values,
+    add the next decade on that side and score it, until the best is inside, the next decade would
+    leave ``[cfg.C_min, cfg.C_max]``, or (after one extension) the new edge improves the CV log
+    loss by less than ``cfg.extend_tol``. Ties keep the smallest C (the strongest regularisation,
+    the safer choice on a small data set). Returns the table (C ascending) and the search record.
+    """
+    initial = sorted({float(c) for c in cfg.C_grid})
+    rows: dict[float, dict[str, float]] = {}
+    new, extension = initial, 0
+    stop: StopKind
+    while True:
+        for r in score_grid(model, {"logisticregression__C": new}, X, y, splits, n_classes):
+            rows[float(r["C"])] = {**r, "C": float(r["C"]), "extension": extension}
+        table = [rows[c] for c in sorted(rows)]
+        best = best_row(table)
+        best_C = float(best["C"])
+        lo, hi = table[0]["C"], table[-1]["C"]
+        if len(table) == 1:
+            stop, reason = "single_value", f"linear.C_grid holds one value, C = {best_C:g}: no search"
+            break
+        if lo < best_C < hi:
+            stop = "interior"
+            reason = f"C = {best_C:g} is inside the searched values [{lo:g}, {hi:g}]"
+            break
+        side, nxt = ("smallest", best_C / 10.0) if best_C == lo else ("largest", best_C * 10.0)
+        edge = f"the chosen C = {best_C:g} is the {side} value searched"
+        if not cfg.C_min * (1 - 1e-9) <= nxt <= cfg.C_max * (1 + 1e-9):
+            stop = "bound"
+            reason = (
+                f"{edge}, and the next decade ({nxt:g}) lies outside [linear.C_min, linear.C_max] = "
+                f"[{cfg.C_min:g}, {cfg.C_max:g}]: the search stopped there; the optimum may lie beyond"
+            )
+            break
+        neighbour = table[1] if best_C == lo else table[-2]
+        gain = neighbour["cv_log_loss"] - best["cv_log_loss"]
+        if extension >= 1 and gain < cfg.extend_tol:
+            stop = "plateau"
+            reason = (
+                f"{edge} after {extension} extension(s), but it improves the CV log loss over "
+                f"C = {neighbour['C']:g} by only {gain:.2g} (< linear.extend_tol = {cfg.extend_tol:g}): "
+                "the score is flat beyond, the search stopped"
+                + (" (as C -> 0 the probabilities tend to a constant)" if side == "smallest" else "")
+            )
+            break
+        log.info("%s: extending the C grid to %g", edge, nxt)
+        new, extension = [nxt], extension + 1
+    search = CSearch(
+        scoring=SELECTION_SCORING,
+        initial_grid=initial,
+        searched_grid=[r["C"] for r in table],
+        extensions=extension,
+        best_C=best_C,
+        stop=stop,
+        stop_reason=reason,
+    )
+    return table, search
 
 
 def predict_linear(model: Pipeline, X: np.ndarray) -> np.ndarray:

@@ -172,12 +172,21 @@ class Linear(_Section):
     class_weight: Literal["balanced"] | None = "balanced"
     max_iter: int = Field(ge=10)
     use_augmented: bool = True
+    # A C chosen at an edge of C_grid extends the grid by a decade on that side, never beyond
+    # [C_min, C_max]; after one extension, a new edge that improves the CV log loss by less than
+    # extend_tol stops the search (flat beyond the grid).
+    C_min: float = Field(default=1e-9, gt=0)
+    C_max: float = Field(default=1e3, gt=0)
+    extend_tol: float = Field(default=1e-4, ge=0)
 
     @model_validator(mode="after")
     def _positive_c(self) -> Linear:
         bad = [c for c in self.C_grid if c <= 0]
         if bad:
             raise ValueError(f"C_grid values must be > 0, got {bad}")
+        outside = [c for c in self.C_grid if not self.C_min <= c <= self.C_max]
+        if outside:
+            raise ValueError(f"C_grid values {outside} lie outside [C_min, C_max] = [{self.C_min:g}, {self.C_max:g}]")
         return self
 
 
@@ -255,6 +264,10 @@ class Evaluate(_Section):
     # PPV/NPV at this prevalence (Bayes from sensitivity/specificity); None = the sample's.
     prevalence: float | None = Field(default=None, gt=0, lt=1)
     age_bands: list[float] = Field(min_length=2)
+    # Fit checks (pipeline.fit_checks): near-constant when the raw positive-class probability's
+    # IQR on val or test is below this; fitted when the raw train AUROC reaches this.
+    near_constant_iqr: float = Field(default=0.02, gt=0, lt=1)
+    fitted_train_auroc: float = Field(default=0.7, ge=0.5, le=1)
 
     @model_validator(mode="after")
     def _increasing_bands(self) -> Evaluate:
@@ -324,6 +337,8 @@ class Strategies(_Section):
     layer_decay: float = Field(default=0.7, gt=0, le=1)
     # full_ft: the one learning rate of every layer.
     full_ft_lr: float = Field(default=0.001, gt=0, le=10)
+    # knn: the numbers of neighbours scored by patient-grouped CV log loss on train.
+    knn_k: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 11, 21, 41], min_length=1)
     # Backbones the transferability stage scores by LogME on frozen train features (registry
     # names, see pipeline.backbones); one without local weights is skipped with its reason.
     candidates: list[str] = Field(

@@ -21,6 +21,10 @@ FEATURES_DIR = Path("data/features")
 FEATURES = FEATURES_DIR / "images.npy"  # (N, D) float32, manifest row order
 AUGMENTED_FEATURES = FEATURES_DIR / "augmented.npy"  # (M, D) float32, augmented.csv order
 FEATURES_INFO = FEATURES_DIR / "info.json"
+# The pretrained network's ImageNet class scores (its own classifier on the embeddings): (N, C)
+# and (M, C) float32; absent for a backbone without an ImageNet classifier (info.json says why).
+LOGITS = FEATURES_DIR / "logits.npy"
+AUGMENTED_LOGITS = FEATURES_DIR / "augmented_logits.npy"
 
 MODELS = Path("models")
 PREDICTIONS = Path("predictions")
@@ -49,6 +53,11 @@ def methods(params: Any) -> tuple[str, ...]:
 
 def predictions_csv(path_name: str) -> Path:
     return PREDICTIONS / f"{path_name}.csv"
+
+
+def calibration_json(method: str) -> Path:
+    """The val-fitted calibration record written beside ``predictions/<method>.csv``."""
+    return PREDICTIONS / f"{method}.calibration.json"
 
 
 def train_log(path_name: str) -> Path:

@@ -204,6 +204,7 @@ def build(
         pr = 1 / (1 + np.exp(-z))
         df = man[["row", "file", "split", "source", "label"]].copy()
         df["prob_normal"], df["prob_abnormal"] = 1 - pr, pr
+        df["raw_prob_normal"], df["raw_prob_abnormal"] = 1 - pr, pr  # calibration: identity here
         (root / paths.PREDICTIONS).mkdir(exist_ok=True)
         df.to_csv(root / paths.predictions_csv(path), index=False)
         preds[path] = df

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.contracts import ContractError
 from pipeline.dataset import Dataset
-from pipeline.predictions import read_predictions, write_predictions
+from pipeline.predictions import read_calibration, read_predictions, write_predictions
 
 
 def _dataset(n: int = 6) -> Dataset:
@@ -47,12 +48,27 @@ def test_predictions_roundtrip(tmp_path) -> None:
     p = np.linspace(0.1, 0.9, 6)
     probs = np.stack([1 - p, p], axis=1)
     out = write_predictions(tmp_path / "linear.csv", ds, probs[::-1], rows=np.arange(6)[::-1])
-    back = read_predictions(tmp_path / "linear.csv", ds.classes)
-    assert list(back.columns) == ["row", "file", "split", "source", "label", "prob_normal", "prob_abnormal"]
+    back = read_predictions(tmp_path / "linear.csv", ds.classes, raw=True)
+    assert list(back.columns) == [
+        *("row", "file", "split", "source", "label"),
+        *("prob_normal", "prob_abnormal", "raw_prob_normal", "raw_prob_abnormal"),
+    ]
     assert back["source"].tolist() == ["internal"] * 5 + ["site-b"]
     assert back["row"].tolist() == list(range(6))
-    np.testing.assert_allclose(back["prob_abnormal"], p, atol=1e-6)
+    np.testing.assert_allclose(back["raw_prob_abnormal"], p, atol=1e-6)
     assert out["split"].tolist() == ds.manifest["split"].tolist()
+    # The two val rows (one per class) rank correctly: the sigmoid fitted on them is applied to
+    # every row, increasing in the raw probability.
+    cal = read_calibration(tmp_path / "linear.csv")
+    assert cal.calibrated and cal.fitted_on == "val" and cal.n_val_images == 2 and cal.n_val_patients == 1
+    assert cal.parameters["abnormal"].a < 0 and out.attrs["calibration"]["calibrated"]
+    assert np.all(np.diff(back["prob_abnormal"]) > 0) and not np.allclose(back["prob_abnormal"], p, atol=1e-3)
+    np.testing.assert_allclose(back["prob_normal"] + back["prob_abnormal"], 1.0, atol=2e-6)
+    back.drop(columns="raw_prob_normal").to_csv(tmp_path / "old.csv", index=False)  # a pre-calibration file
+    with pytest.raises(ValueError, match="raw_prob_normal"):
+        read_predictions(tmp_path / "old.csv", ds.classes, raw=True)
+    with pytest.raises(ContractError, match="calibration.json is missing"):
+        read_calibration(tmp_path / "old.csv")
 
 
 def test_predictions_validate_probabilities(tmp_path) -> None:

@@ -79,9 +79,12 @@ def test_two_gloo_processes_match_one_and_only_rank_0_writes(tmp_path) -> None:
     for e1, e2 in zip(log1["history"], log2["history"], strict=True):
         assert e2["val_loss"] == pytest.approx(e1["val_loss"], rel=0.05)
         assert e2["train_loss"] == pytest.approx(e1["train_loss"], rel=0.05)
-    cols = ["prob_normal", "prob_abnormal"]
-    p1 = read_predictions(one / "predictions/finetune.csv")[cols].to_numpy()
-    p2 = read_predictions(two / "predictions/finetune.csv")[cols].to_numpy()
+    # The model's own probabilities: the calibrated ones refit a sigmoid on a 40-image val split,
+    # which magnifies the same small difference.
+    classes = ["normal", "abnormal"]
+    cols = [f"raw_prob_{c}" for c in classes]
+    p1 = read_predictions(one / "predictions/finetune.csv", classes, raw=True)[cols].to_numpy()
+    p2 = read_predictions(two / "predictions/finetune.csv", classes, raw=True)[cols].to_numpy()
     assert np.abs(p1 - p2).max() < 0.05
     # One writer: one checkpoint, one set of outputs, no temp files from a second rank.
     assert sorted(p.name for p in (two / "models/.resume/finetune").iterdir()) == ["checkpoint.pt"]

@@ -72,6 +72,8 @@ def _make(classes=("normal", "abnormal"), n_patients=240, seed=0, external=True)
         )
         for j, c in enumerate(classes):
             df[f"prob_{c}"] = probs[:, j]
+        for j, c in enumerate(classes):
+            df[f"raw_prob_{c}"] = probs[:, j]  # calibration is the identity here
         preds[name] = df
     return manifest, preds
 
@@ -147,7 +149,7 @@ def test_evaluation_document(binary_result, tmp_path):
     assert cmp["difference"] == pytest.approx(cmp["auroc_a"] - cmp["auroc_b"])
     assert cmp["p_value"] < 0.05  # linear (signal 1.5) vs scratch (0.3)
     out = write_json(tmp_path / "e.json", ev)  # serialisable, NaN-free
-    assert json.loads(out.read_text())["schema_version"] == 2
+    assert json.loads(out.read_text())["schema_version"] == 3
     assert cmp["unit"] == "patient" and "Obuchowski" in cmp["method"]
     assert cmp["verdict"] == "linear higher" and cmp["n_patients"] == blk["n_patients"]
     # The reported interval is the envelope of the two patient-level methods.
@@ -211,13 +213,8 @@ def test_sensitivity_operating_point():
     assert list(metrics) == ["linear"] and ev["comparisons"]["test"] == []
 
 
-def test_multiclass_ovr_macro():
-    classes = ("normal", "pneumonia", "effusion")
-    manifest, preds = _make(classes=classes, seed=1)
-    raw = _params()
-    raw["data"]["classes"] = list(classes)
-    raw["data"]["positive_class"] = None
-    metrics, ev = evaluate_predictions(preds, manifest, validate_params(raw))
+def test_multiclass_ovr_macro(multiclass_result):
+    classes, manifest, preds, params, metrics, ev = multiclass_result
     m = metrics["finetune"]["test"]
     assert {"auroc_normal", "auroc_pneumonia", "auroc_effusion"} <= set(m)
     assert m["auroc"] == pytest.approx(np.mean([m[f"auroc_{c}"] for c in classes]))
@@ -228,8 +225,8 @@ def test_multiclass_ovr_macro():
     assert ev["results"]["finetune"]["operating_point"] is None
     assert any("positive_class" in n for n in ev["notes"])
     # with a positive class the binary threshold metrics come back (that class vs rest)
-    raw["data"]["positive_class"] = "pneumonia"
-    metrics2, ev2 = evaluate_predictions(preds, manifest, validate_params(raw))
+    pneumonia = params.model_copy(update={"data": params.data.model_copy(update={"positive_class": "pneumonia"})})
+    metrics2, ev2 = evaluate_predictions(preds, manifest, pneumonia)
     assert metrics2["finetune"]["test"]["sensitivity"] is not None
     assert metrics2["finetune"]["test"]["auroc"] == pytest.approx(m["auroc"])
 
@@ -314,3 +311,111 @@ def test_every_pair_is_compared_on_val_and_each_split_and_val_auroc_is_patient_l
     assert cmp["difference"] == pytest.approx(want["difference"]) and cmp["ci_low"] == pytest.approx(want["ci_low"])
     assert cmp["verdict"] == separation(cmp["ci_low"], cmp["ci_high"], "finetune", "scratch")
     Evaluation.model_validate(json.loads(write_json(tmp_path / "e.json", ev).read_text()))
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+def test_binary_auroc_is_the_raw_one_thresholds_and_calibration_use_prob(binary_result):
+    manifest, preds, params, metrics, ev = binary_result
+    cal = {k: v.copy() for k, v in preds.items()}
+    p = _sigmoid(3.0 * _logit(cal["linear"]["raw_prob_abnormal"]) - 0.5)  # an increasing sigmoid
+    cal["linear"]["prob_abnormal"], cal["linear"]["prob_normal"] = p, 1 - p
+    m2, e2 = evaluate_predictions(cal, manifest, params)
+    for split in ("test", "external/external"):
+        a, b = metrics["linear"][split], m2["linear"][split]
+        assert b["auroc"] == pytest.approx(a["auroc"], abs=1e-12)
+        assert (b["auroc_ci_low"], b["auroc_ci_high"]) == pytest.approx((a["auroc_ci_low"], a["auroc_ci_high"]))
+        assert b["brier"] != pytest.approx(a["brier"])
+    val = cal["linear"][cal["linear"]["split"] == "val"]
+    thr = M.choose_threshold(val["label"] == "abnormal", val["prob_abnormal"], "youden")
+    assert m2["linear"]["test"]["threshold"] == pytest.approx(thr) != metrics["linear"]["test"]["threshold"]
+    # the same images fall on either side of the threshold (an increasing map of the scores)
+    assert m2["linear"]["test"]["sensitivity"] == pytest.approx(metrics["linear"]["test"]["sensitivity"])
+    cmp_a, cmp_b = ev["comparisons"]["test"][0], e2["comparisons"]["test"][0]
+    assert cmp_b["difference"] == pytest.approx(cmp_a["difference"])
+
+
+@pytest.fixture(scope="module")
+def multiclass_result():
+    classes = ("normal", "pneumonia", "effusion")
+    manifest, preds = _make(classes=classes, seed=1)
+    raw = _params()
+    raw["data"].update(classes=list(classes), positive_class=None)
+    params = validate_params(raw)
+    return classes, manifest, preds, params, *evaluate_predictions(preds, manifest, params)
+
+
+def test_multiclass_discrimination_uses_raw_probabilities(multiclass_result):
+    classes, manifest, preds, params, metrics, ev = multiclass_result
+    scrambled = {k: v.copy() for k, v in preds.items()}
+    d = np.random.default_rng(2).dirichlet([1, 1, 1], len(scrambled["finetune"]))
+    scrambled["finetune"][[f"prob_{c}" for c in classes]] = d
+    m2, e2 = evaluate_predictions(scrambled, manifest, params)
+    for key in ("auroc", "auroc_ci_low", *(f"auroc_{c}" for c in classes)):
+        assert m2["finetune"]["test"][key] == pytest.approx(metrics["finetune"]["test"][key])
+    assert m2["finetune"]["test"]["ece"] != pytest.approx(metrics["finetune"]["test"]["ece"])
+    assert e2["comparisons"]["test"][0]["difference"] == pytest.approx(ev["comparisons"]["test"][0]["difference"])
+
+
+def test_fit_checks_flag_near_constant_and_unfitted_methods():
+    from pipeline.calibration import calibrate_on_val
+    from pipeline.contracts import Evaluation
+
+    manifest, preds = _make(seed=4)
+    base = preds["finetune"]
+    y = (base["label"] == "abnormal").to_numpy()
+    ranked = base["raw_prob_abnormal"].to_numpy()
+    flat = base.copy()  # ranks like finetune, but every raw probability within 0.5 +- 0.005
+    fp = 0.5 + 0.01 * (ranked - 0.5)
+    flat["raw_prob_abnormal"], flat["raw_prob_normal"] = fp, 1 - fp
+    noise = base.copy()  # never learnt: raw probabilities unrelated to the label
+    npb = np.random.default_rng(7).uniform(0.05, 0.95, len(base))
+    noise["raw_prob_abnormal"], noise["raw_prob_normal"] = npb, 1 - npb
+    for df, p in ((flat, fp), (noise, npb)):
+        df["prob_abnormal"], df["prob_normal"] = p, 1 - p
+    cal = {}
+    for name, df in (("finetune", base), ("flat", flat), ("noise", noise)):
+        probs = df[["raw_prob_normal", "raw_prob_abnormal"]].to_numpy()
+        _, cal[name] = calibrate_on_val(
+            probs, y.astype(int), (df["split"] == "val").to_numpy(), df["row"].to_numpy(), ("normal", "abnormal")
+        )
+    params = validate_params(_params(near_constant_iqr=0.02, fitted_train_auroc=0.7))
+    _, ev = evaluate_predictions({"finetune": base, "flat": flat, "noise": noise}, manifest, params, cal)
+    Evaluation.model_validate(ev)
+    res = ev["results"]
+    good, fl, no = res["finetune"]["fit"], res["flat"]["fit"], res["noise"]["fit"]
+    train = base["split"] == "train"
+    assert good["n_train"] == int(train.sum()) and good["fitted"] and good["train_auroc"] > 0.8
+    assert good["near_constant"] is False and good["near_constant_splits"] == []
+    assert fl["fitted"] and fl["train_auroc"] == pytest.approx(good["train_auroc"])
+    assert fl["near_constant"] and fl["near_constant_splits"] == ["val", "test"]
+    val_fp = fp[(base["split"] == "val").to_numpy()]
+    q25, q75 = np.percentile(val_fp, [25, 75])
+    sp = fl["raw_spread"]["val"]
+    assert sp["class"] == "abnormal" and sp["iqr"] == pytest.approx(q75 - q25) and sp["iqr"] < 0.02
+    assert sp["range"] == pytest.approx(val_fp.max() - val_fp.min()) and sp["n"] == len(val_fp)
+    assert no["fitted"] is False and no["train_auroc"] < 0.6 and no["near_constant"] is False
+    assert any(n.startswith("noise: did not fit its training data") for n in ev["notes"])
+    assert any(n.startswith("flat: near-constant outputs") for n in ev["notes"])
+    assert not any(n.startswith("finetune: did not fit") or n.startswith("finetune: near") for n in ev["notes"])
+    assert ev["settings"]["near_constant_iqr"] == 0.02 and ev["settings"]["fitted_train_auroc"] == 0.7
+    vc = res["finetune"]["val_calibration"]
+    assert vc["fitted_on"] == "val" and vc["n_val_images"] == int((base["split"] == "val").sum())
+    # a stricter fitted threshold flips the verdict of a method that did fit
+    _, ev2 = evaluate_predictions({"finetune": base}, manifest, validate_params(_params(fitted_train_auroc=0.999)))
+    assert (
+        ev2["results"]["finetune"]["fit"]["fitted"] is False and ev2["results"]["finetune"]["val_calibration"] is None
+    )
+
+
+def test_missing_raw_columns_are_a_contract_error():
+    manifest, preds = _make(n_patients=60, external=False)
+    old = {"linear": preds["linear"].drop(columns=["raw_prob_normal", "raw_prob_abnormal"])}
+    with pytest.raises(EvaluationError, match="raw_prob_normal"):
+        evaluate_predictions(old, manifest, validate_params(_params()))

@@ -65,17 +65,22 @@ def test_grouped_cv_never_leaks_a_patient_or_scores_views() -> None:
     assert sorted(seen_test) == list(np.flatnonzero(~aug))  # each original held out exactly once
 
 
-def test_fit_picks_c_from_grid_and_reports_curve() -> None:
+def test_fit_picks_c_by_cv_log_loss_and_reports_curve() -> None:
     X, y, groups, aug = _with_views(*_problem(sep=1.0))
     model, table = fit_linear(X, y, groups, _cfg(), seed=42, is_augmented=aug)
     assert [r["C"] for r in table] == sorted(GRID)
     assert all(set(r) == set(CV_COLUMNS) for r in table)
     best = model.cv_info_.best_C
     assert best in GRID and best == model.named_steps["logisticregression"].C
-    assert best == max(table, key=lambda r: (r["cv_auroc"], -r["C"]))["C"]
-    assert all(0.0 <= r["cv_auroc"] <= 1.0 and r["cv_auroc_std"] >= 0 for r in table)
+    assert best == min(table, key=lambda r: r["cv_log_loss"])["C"]
+    # AUROC would have picked the strongest regularisation here; log loss does not.
+    assert max(table, key=lambda r: (r["cv_auroc"], -r["C"]))["C"] == 0.001 != best
+    assert all(0.0 <= r["cv_auroc"] <= 1.0 and r["cv_auroc_std"] >= 0 and r["cv_log_loss"] > 0 for r in table)
+    assert all(r["extension"] == 0 for r in table)
     info = model.cv_info_
     assert (info.folds_used, info.n_images, info.n_augmented, info.n_patients) == (3, 48, 96, 24)
+    assert info.search.stop == "interior" and info.search.searched_grid == sorted(GRID)
+    assert info.search.scoring == "neg_log_loss" and info.warnings == []
 
 
 def test_separable_problem_auroc_near_one_and_probabilities() -> None:
@@ -96,7 +101,7 @@ def test_multiclass_probabilities_sum_to_one() -> None:
     probs = predict_linear(model, X)
     assert probs.shape == (len(y), 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
-    assert len(table) == len(GRID)
+    assert [r["C"] for r in table][: len(GRID)] == GRID  # separable: extended past 10
 
 
 def test_same_seed_identical_probabilities() -> None:
@@ -161,7 +166,8 @@ def test_fit_predict_linear_uses_only_views_of_its_train_rows() -> None:
     assert len(ts.y) == 24 * 3 and set(ts.rows) == set(subset)
     np.testing.assert_array_equal(ts.groups, ds.patients(ts.rows))
     probs, table, best_C = fit_predict_linear(ds, feats, aug_feats, aug_index, subset, ds.rows("val"), params)
-    assert probs.shape == (len(ds.rows("val")), 2) and best_C in GRID and len(table) == len(GRID)
+    assert probs.shape == (len(ds.rows("val")), 2) and best_C in [r["C"] for r in table]
+    assert set(GRID) <= {r["C"] for r in table}
     off = build_training_set(ds, feats, aug_feats, aug_index, subset, use_augmented=False)
     assert len(off.y) == 24 and not off.is_augmented.any()
     leaky = aug_index.assign(row=np.r_[ds.rows("val")[:2], aug_index["row"].to_numpy()[2:]])
@@ -169,10 +175,46 @@ def test_fit_predict_linear_uses_only_views_of_its_train_rows() -> None:
         build_training_set(ds, feats, aug_feats, leaky, subset, use_augmented=True)
 
 
-def test_choice_at_the_edge_of_the_grid_is_recorded() -> None:
-    """A C at either end of C_grid is flagged (the optimum may lie beyond the grid)."""
-    X, y, groups = _problem()[:3]
-    edge, _ = fit_linear(X, y, groups, _cfg(C_grid=[1e-6, 1e-5]), seed=0)
-    assert any("extending the grid" in w for w in edge.cv_info_.warnings)
-    single, _ = fit_linear(X, y, groups, _cfg(C_grid=[0.1]), seed=0)  # a fixed C is no search
-    assert not any("extending the grid" in w for w in single.cv_info_.warnings)
+def test_choice_at_an_edge_extends_the_grid_until_inside() -> None:
+    X, y, groups = _problem()  # separable: weak regularisation wins
+    model, table = fit_linear(X, y, groups, _cfg(C_grid=[1e-6, 1e-5]), seed=0)
+    search = model.cv_info_.search
+    assert search.initial_grid == [1e-6, 1e-5] and search.extensions >= 1
+    assert [r["C"] for r in table] == search.searched_grid == sorted(search.searched_grid)
+    np.testing.assert_allclose(search.searched_grid[2:], [1e-5 * 10**i for i in range(1, search.extensions + 1)])
+    assert [r["extension"] for r in table] == [0, 0, *range(1, search.extensions + 1)]
+    assert search.stop == "interior" and table[0]["C"] < search.best_C < table[-1]["C"]
+    assert search.best_C == min(table, key=lambda r: r["cv_log_loss"])["C"] == model.cv_info_.best_C
+    assert search.best_C == model.named_steps["logisticregression"].C
+
+
+def test_extension_stops_at_a_bound_and_says_so(caplog) -> None:
+    X, y, groups = _problem()
+    with caplog.at_level(logging.WARNING):
+        model, table = fit_linear(X, y, groups, _cfg(C_grid=[1e-6, 1e-5], C_max=1e-4), seed=0)
+    search = model.cv_info_.search
+    assert search.stop == "bound" and search.best_C == 1e-4 and [r["C"] for r in table] == [1e-6, 1e-5, 1e-4]
+    assert "linear.C_max" in search.stop_reason and search.stop_reason in model.cv_info_.warnings
+    assert "outside [linear.C_min, linear.C_max]" in caplog.text
+
+
+def test_extension_stops_on_a_flat_score() -> None:
+    X, y, groups = _problem()
+    noise = np.random.default_rng(3).normal(size=X.shape)  # no signal: the constant model wins
+    model, table = fit_linear(noise, y, groups, _cfg(C_grid=[1e-3, 1e-2]), seed=0)
+    search = model.cv_info_.search
+    assert search.stop == "plateau" and search.extensions >= 1 and search.best_C == table[0]["C"] < 1e-3
+    assert table[1]["cv_log_loss"] - table[0]["cv_log_loss"] < _cfg().extend_tol
+    assert "linear.extend_tol" in search.stop_reason and search.stop_reason in model.cv_info_.warnings
+
+
+def test_a_single_c_is_no_search() -> None:
+    X, y, groups = _problem()
+    single, table = fit_linear(X, y, groups, _cfg(C_grid=[0.1]), seed=0)
+    assert single.cv_info_.search.stop == "single_value" and [r["C"] for r in table] == [0.1]
+    assert single.cv_info_.warnings == []
+
+
+def test_c_grid_must_lie_within_the_bounds() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        _cfg(C_grid=[1e-3, 10.0], C_max=1.0)

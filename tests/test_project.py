@@ -66,6 +66,7 @@ def test_contract_outputs_are_declared() -> None:
         paths.REPORT_HTML,
         paths.REPORT_MD,
         *(paths.predictions_csv(p) for p in paths.PATHS),
+        *(paths.calibration_json(p) for p in paths.PATHS),
     ):
         assert str(artifact) in declared, f"{artifact} is not declared as a DVC output"
 

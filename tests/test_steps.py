@@ -18,9 +18,11 @@ from dicom_factory import chest_like, make_dataset, write
 
 from pipeline import paths
 from pipeline.cli import main as cli_main
+from pipeline.contracts import ContractError
+from pipeline.dataset import Dataset
 from pipeline.errors import MissingArtifactError
 from pipeline.params import REPO_ROOT
-from pipeline.predictions import read_predictions
+from pipeline.predictions import calibration_path, read_predictions, write_predictions
 from pipeline.sources import SOURCES_FILE, SourceError, run_sources
 from pipeline.steps.augment import run_augment
 from pipeline.steps.evaluate import run_evaluate
@@ -266,13 +268,12 @@ def test_evaluate_step_reports_each_external_set(workspace) -> None:
     with pytest.raises(Exception, match="no prediction files"):
         run_evaluate(params, workspace)
     y = (man["label"] == "abnormal").to_numpy()
+    ds = Dataset(manifest=man, images=np.zeros((len(man), 2, 2), np.float16), classes=("normal", "abnormal"))
     for name in ("linear", "scratch"):  # finetune missing: evaluated methods are those present
         p = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.25, len(man)), 0.01, 0.99)
-        workspace.predictions(name).parent.mkdir(exist_ok=True)
-        man[["row", "file", "split", "source", "label"]].assign(prob_normal=1 - p, prob_abnormal=p).to_csv(
-            workspace.predictions(name), index=False
-        )
+        write_predictions(workspace.predictions(name), ds, np.stack([1 - p, p], axis=1))
     metrics, ev = run_evaluate(params, workspace)
+    assert ev["results"]["linear"]["val_calibration"]["n_val_images"] == len(ds.rows("val"))
     assert set(metrics) == {"linear", "scratch"}
     assert list(metrics["linear"]) == ["test", "external/site-a", "external/site-b"]
     counts = man[man["split"] == "external"]["source"].value_counts()
@@ -282,6 +283,9 @@ def test_evaluate_step_reports_each_external_set(workspace) -> None:
     plots = workspace.path(paths.PLOTS)
     assert (plots / "roc" / "linear_external-site-a.csv").is_file()
     assert read_predictions(workspace.predictions("linear"))["source"].nunique() == 3
+    calibration_path(workspace.predictions("scratch")).unlink()  # a hand-made or stale file
+    with pytest.raises(ContractError, match="scratch.calibration.json is missing"):
+        run_evaluate(params, workspace)
 
 
 def test_missing_upstream_artifact_is_a_stage_error(workspace) -> None:
@@ -289,8 +293,11 @@ def test_missing_upstream_artifact_is_a_stage_error(workspace) -> None:
         run_split(write_params(workspace.root, repo_params()), workspace)
 
 
-def test_linear_step_end_to_end(workspace) -> None:
-    from test_linear import GRID, _problem
+def feature_workspace(workspace: Workspace) -> int:
+    """A tiny frozen-feature problem in ``workspace`` (what the features stage leaves): 20
+    patients x 2 images with patient-level classes, 12 train / 4 val / 4 test patients, one
+    augmented view per train image. Returns the number of images."""
+    from test_linear import _problem
 
     # 20 patients x 2 images, patient-level classes; 12 train, 4 val, 4 test patients.
     X, y, groups = _problem(n_patients=20, dim=6, sep=3.0)
@@ -319,6 +326,13 @@ def test_linear_step_end_to_end(workspace) -> None:
     np.save(workspace.path(paths.FEATURES), X.astype(np.float32))
     np.save(workspace.path(paths.AUGMENTED_FEATURES), (X[train] + 0.1).astype(np.float32))
     workspace.path(paths.FEATURES_INFO).write_text(json.dumps(features_info(6, 16, n, len(train))))
+    return n
+
+
+def test_linear_step_end_to_end(workspace) -> None:
+    from test_linear import GRID
+
+    n = feature_workspace(workspace)
     raw = repo_params()
     raw["linear"].update(cv_folds=3, C_grid=GRID)
     params = write_params(workspace.root, raw)
@@ -334,5 +348,8 @@ def test_linear_step_end_to_end(workspace) -> None:
     assert card["path"] == "linear" and card["weights_sha256"] == "ab" * 32
     assert card["trained"] == "logistic regression on frozen 6-d embeddings"
     assert (card["n_train_images"], card["n_train_augmented"], card["n_train_patients"]) == (24, 24, 12)
-    assert log["best_C"] in GRID and [r["C"] for r in log["cv"]] == GRID
+    search = log["C_search"]  # separable data: C climbs past the grid to linear.C_max, said so
+    assert search["initial_grid"] == GRID and [r["C"] for r in log["cv"]] == search["searched_grid"]
+    assert log["best_C"] == search["best_C"] == max(search["searched_grid"]) and search["stop"] == "bound"
+    assert card["C_scoring"] == "neg_log_loss" and card["C_stop_reason"] in card["cv_warnings"]
     assert log["val_auroc"] > 0.9

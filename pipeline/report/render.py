@@ -210,7 +210,7 @@ class ReportInputs:
     metrics: dict | None = None  # validated against C.Metrics
     evaluation: dict | None = None  # validated against C.Evaluation
     diagnostics: dict | None = None  # validated against C.Diagnostics
-    train_logs: dict[str, C.TrainLog | C.LinearLog] = field(default_factory=dict)
+    train_logs: dict[str, C.TrainLog | C.LinearLog | C.KnnLog] = field(default_factory=dict)
     features_info: C.FeaturesInfo | None = None
     attributions: list[tuple[str, str]] = field(default_factory=list)  # (folder, text)
     figures: dict[str, Path] = field(default_factory=dict)  # existing upstream PNGs by key
@@ -782,6 +782,8 @@ def _section_model_cards(inp: ReportInputs) -> list[dict]:
             ]
             if fi:
                 rows.append(["feature dimension", fnum(fi.D)])
+        elif isinstance(c, C.KnnModelCard):
+            rows += [["k (chosen by grouped CV)", fnum(c.k)], ["frozen", c.frozen]]
         else:
             rows.append(["early stopping on", c.monitor])
         blocks.append(table(Table(["item", "value"], rows)))

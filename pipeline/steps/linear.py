@@ -49,6 +49,8 @@ def linear_model_card(
         "cv_folds": cv.folds_used,
         "cv_folds_requested": cv.folds_requested,
         "cv_warnings": cv.warnings,
+        "C_scoring": cv.search.scoring,
+        "C_stop_reason": cv.search.stop_reason,
         "wall_time_s": round(wall_time_s, 2),
         "seed": params.seed,
     }
@@ -88,13 +90,16 @@ def run_linear(params: Params, workspace: Workspace) -> dict[str, Any]:
         "model_card": card,
         "cv": cv_table,
         "best_C": cv.best_C,
+        "C_search": cv.search.as_dict(),
         "val_auroc": val_auroc,
         "train_auroc": train_auroc,
     }
     write_contract(workspace.train_log("linear"), LinearLog, record)
     log.info(
-        "C=%g (%d-fold grouped CV, %d images + %d views, %d patients): train AUROC %.3f, val AUROC %.3f, %.1f s",
+        "C=%g by CV log loss (%s; %d-fold grouped CV, %d images + %d views, %d patients): "
+        "train AUROC %.3f, val AUROC %.3f, %.1f s",
         cv.best_C,
+        cv.search.stop_reason,
         cv.folds_used,
         cv.n_images,
         cv.n_augmented,

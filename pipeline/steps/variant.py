@@ -26,6 +26,6 @@ def run_variant(params: Params, workspace: Workspace, name: str) -> Any:
         from pipeline.trained_methods import run_trained_method
 
         return run_trained_method(name, params, workspace)
-    from pipeline.feature_variants import run_feature_variant  # type: ignore[import-not-found,unused-ignore]
+    from pipeline.feature_variants import run_feature_variant
 
     return run_feature_variant(name, params, workspace)
