@@ -111,7 +111,7 @@ def run_ingest(folder: Path, workers: int, out: Path) -> dict[str, Any]:
     c, t = _cpu(), time.perf_counter()
     report = ingest(
         make_params(folder, workers),
-        store_path=out / "images.npy",
+        store_path=out / "images",
         manifest_path=out / "manifest.csv",
         report_path=out / "ingest.json",
     )

@@ -30,6 +30,7 @@ import yaml
 
 from pipeline.common import write_json
 from pipeline.params import REPO_ROOT
+from pipeline.store import open_store
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from mutations import PLANTED_ID, PLANTED_NAME, make_corpus, mutation_classes  # noqa: E402
@@ -82,7 +83,7 @@ def run(n_files: int, workers: int) -> dict:
         seconds = time.perf_counter() - t0
         ws = root / "ws"
         report = json.loads((ws / "reports/ingest.json").read_text())
-        images = np.load(ws / "data/processed/images.npy")
+        images = np.asarray(open_store(ws / "data/processed/images"))
         manifest = pd.read_csv(ws / "data/processed/manifest.csv", keep_default_na=False, na_values=[""])
         leaks = []
         for f in [*ws.rglob("*.json"), *ws.rglob("*.csv"), *ws.rglob("*.log")]:

@@ -1,5 +1,5 @@
 """Ingest: walk the DICOM folder(s), decode in parallel, account for every file, pseudonymise,
-resize, and stream the accepted images into the one image store.
+resize, and stream the accepted images into the sharded image store.
 
 Accounting (``reports/ingest.json``): every file found under ``dicom_dir`` (recursively, any
 extension or none, hidden files included) is *seen* and ends up either *accepted* or *rejected*
@@ -46,7 +46,7 @@ from pipeline.common import get_logger, progress, write_csv
 from pipeline.contracts import IngestReport, write_contract
 from pipeline.errors import StageError
 from pipeline.params import REPO_ROOT, Params
-from pipeline.store import StoreWriter
+from pipeline.store import StoreWriter, open_store
 
 log = get_logger("ingest")
 
@@ -634,7 +634,7 @@ def ingest(
     report = _report(accounts, ing, n_workers, start, len(rows), store_path)
     # Nothing lost: every accepted file is one manifest row and one stored image.
     accepted = sum(a.accepted for a in accounts)
-    n_stored = int(np.load(store_path, mmap_mode="r").shape[0])
+    n_stored = len(open_store(store_path))
     if not accepted == len(manifest) == n_stored:
         raise IngestError(
             f"accounting is off: {accepted} accepted, {len(manifest)} manifest rows, {n_stored} stored images"

@@ -17,6 +17,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.params import REPO_ROOT, Params, validate_params
+from pipeline.store import write_store
 from pipeline.workspace import Workspace
 
 _REPO_PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -53,7 +54,7 @@ def make_processed(
     proc = ws.path(paths.PROCESSED)
     proc.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    np.save(proc / "images.npy", rng.random((n, size, size)).astype(np.float16))
+    write_store(ws.path(paths.STORE), rng.random((n, size, size)).astype(np.float16))
     manifest = pd.DataFrame(
         {
             "row": range(n),
