@@ -51,6 +51,7 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ingest_mutations --files 2000
+	$(BIN)/python -m bench.ingest_scale
 	$(BIN)/python -m bench.models
 
 clean:

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import dicom
-from pipeline.common import get_logger, progress, write_csv
+from pipeline.common import CsvStream, get_logger, progress
 from pipeline.contracts import IngestReport, write_contract
 from pipeline.errors import StageError
 from pipeline.params import REPO_ROOT, Params
@@ -89,6 +89,14 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "transfer_syntax",
     "sha256",
 )
+#: Fixed column types, so the manifest is streamed in chunks with the bytes of one DataFrame.
+MANIFEST_DTYPES: dict[str, str] = {c: "object" for c in MANIFEST_COLUMNS} | {
+    "row": "int64",
+    "age": "float64",
+    "rows": "int64",
+    "columns": "int64",
+    "bits_stored": "int64",
+}
 
 
 class IngestError(StageError, RuntimeError):
@@ -593,10 +601,13 @@ def ingest(
         n_workers,
     )
 
-    rows: list[dict[str, Any]] = []
     details: list[tuple[str, str, str, str]] = []  # (set, file, reason, where) for the log file
     first_sop: dict[str, str] = {}
-    with StoreWriter(store_path, ing.size, capacity=len(tasks)) as writer:
+    # The manifest is streamed to disk like the images: the parent keeps no per-image row.
+    with (
+        StoreWriter(store_path, ing.size, capacity=len(tasks)) as writer,
+        CsvStream(manifest_path, MANIFEST_COLUMNS, MANIFEST_DTYPES) as manifest,
+    ):
         for out in progress(_run_tasks(tasks, config, n_workers), total=len(tasks), desc="ingest"):
             acc, rel, label = owner[out.index]
             if out.rejection is not None:
@@ -619,25 +630,23 @@ def ingest(
             acc.patients_missing_id += bool(facts.pop("patient_missing"))
             acc.intensity[facts.pop("intensity")] += 1
             acc.transfer_syntax[_syntax_name(facts["transfer_syntax"])] += 1
-            rows.append({"row": len(rows), "file": rel, "source": acc.spec.name, "label": label, **facts})
+            manifest.append({"row": manifest.count, "file": rel, "source": acc.spec.name, "label": label, **facts})
         internal = accounts[0]
         if internal.accepted == 0:
-            report = _report(accounts, ing, n_workers, start, len(rows), store_path)
+            report = _report(accounts, ing, n_workers, start, manifest.count, store_path)
             write_contract(report_path, IngestReport, report)
             raise IngestError(
                 f"no usable image in {internal.spec.shown_dir}: {internal.report()['reasons']} "
                 f"(details in {report_path})"
             )
 
-    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    write_csv(manifest, manifest_path)
-    report = _report(accounts, ing, n_workers, start, len(rows), store_path)
+    report = _report(accounts, ing, n_workers, start, manifest.count, store_path)
     # Nothing lost: every accepted file is one manifest row and one stored image.
     accepted = sum(a.accepted for a in accounts)
     n_stored = len(open_store(store_path))
-    if not accepted == len(manifest) == n_stored:
+    if not accepted == manifest.count == n_stored:
         raise IngestError(
-            f"accounting is off: {accepted} accepted, {len(manifest)} manifest rows, {n_stored} stored images"
+            f"accounting is off: {accepted} accepted, {manifest.count} manifest rows, {n_stored} stored images"
         )
     write_contract(report_path, IngestReport, report)
     _write_log(Path(report_path).with_suffix(".log"), details)

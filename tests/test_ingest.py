@@ -289,3 +289,31 @@ def test_fit_square(fit: str) -> None:
         assert out[:, :8].max() == 0.0 and out[:, 24:].max() == 0.0
     else:  # centre square, no border
         assert np.allclose(out, 1.0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- streamed manifest
+
+
+def test_manifest_streamed_in_chunks_has_the_bytes_of_one_frame(tmp_path) -> None:
+    """CsvStream writes chunk by chunk (a chunk may have every age missing, or none) and gives the
+    bytes of the whole DataFrame written at once; nothing is under the name before close()."""
+    from pipeline.common import CsvStream, write_csv
+    from pipeline.ingest import MANIFEST_DTYPES
+
+    rows = []
+    for i in range(10):
+        rows.append(
+            {c: f'v{i}, "q"\n' for c in MANIFEST_COLUMNS}
+            | {"row": i, "age": None if i < 4 else 40.5 + i, "rows": 64, "columns": 60, "bits_stored": 12}
+        )
+    write_csv(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), tmp_path / "whole.csv")
+    with CsvStream(tmp_path / "streamed.csv", MANIFEST_COLUMNS, MANIFEST_DTYPES, chunk=3) as s:
+        for r in rows:
+            s.append(r)
+        assert not (tmp_path / "streamed.csv").exists()
+    assert s.count == 10
+    assert (tmp_path / "streamed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    with pytest.raises(RuntimeError), CsvStream(tmp_path / "aborted.csv", ["a"], {"a": "int64"}) as s:
+        s.append({"a": 1})
+        raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.csv", "whole.csv"]
