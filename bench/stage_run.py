@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -24,18 +25,25 @@ class StageRun:
     seconds: float  # wall time of the ingest stage process, interpreter start-up included
     peak_tree_rss: int  # bytes: the stage + its workers, summed at each sample
     peak_parent_rss: int  # bytes: the stage process alone
+    # bytes: proportional set size summed over the tree (pages shared by forked workers with the
+    # stage counted once, not once per process as in the RSS sum); 0 where /proc/*/smaps is absent
+    peak_tree_pss: int
+    cpu_seconds: float  # user + system CPU of the stage and its workers
 
 
-def _rss(proc: psutil.Process) -> tuple[int, int]:
-    """(tree, parent) resident bytes now."""
-    parent = tree = 0
+def _memory(proc: psutil.Process) -> tuple[int, int, int]:
+    """(tree RSS, parent RSS, tree PSS) in bytes, now."""
+    parent = tree = pss = 0
+    procs = [proc]
     with contextlib.suppress(psutil.Error):
-        parent = tree = proc.memory_info().rss
-    with contextlib.suppress(psutil.Error):
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                tree += child.memory_info().rss
-    return tree, parent
+        procs += proc.children(recursive=True)
+    for i, p in enumerate(procs):
+        with contextlib.suppress(psutil.Error, AttributeError):
+            rss = p.memory_info().rss
+            tree += rss
+            parent = rss if i == 0 else parent
+            pss += getattr(p.memory_full_info(), "pss", 0)
+    return tree, parent, pss
 
 
 def run_ingest_stage(dicom_dir: Path, ws: Path, workers: int, sample_s: float = 0.02) -> StageRun:
@@ -54,6 +62,7 @@ def run_ingest_stage(dicom_dir: Path, ws: Path, workers: int, sample_s: float = 
         check=True,
         capture_output=True,
     )
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "stages.ingest", "--root", str(ws)],
@@ -62,10 +71,13 @@ def run_ingest_stage(dicom_dir: Path, ws: Path, workers: int, sample_s: float = 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    ps, peak_tree, peak_parent = psutil.Process(proc.pid), 0, 0
+    ps, peak = psutil.Process(proc.pid), [0, 0, 0]
     while proc.poll() is None:
-        tree, parent = _rss(ps)
-        peak_tree, peak_parent = max(peak_tree, tree), max(peak_parent, parent)
+        peak = [max(a, b) for a, b in zip(peak, _memory(ps), strict=True)]
         time.sleep(sample_s)
+    seconds = time.perf_counter() - t0
+    # The stage waited for its workers and we for the stage: both are in RUSAGE_CHILDREN now.
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    return StageRun(proc.returncode, output, time.perf_counter() - t0, peak_tree, peak_parent)
+    return StageRun(proc.returncode, output, seconds, peak[0], peak[1], peak[2], cpu)

@@ -440,7 +440,17 @@ def _process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
     return Outcome(task.index, None, image, facts)
 
 
-def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
+def _tasks(accounts: list[_Account], classes: set[str]) -> Iterator[tuple[Task, str | None]]:
+    """Every file of every set, in order, as a worker task and its label (None if rejected)."""
+    index = 0
+    for acc in accounts:
+        for rel in acc.files:
+            rejection, label = _label_rejection(rel, acc.labels, classes)
+            yield Task(index, acc.spec.name, str(acc.spec.dicom_dir / rel), rel, rejection), label
+            index += 1
+
+
+def _run_tasks(tasks: Iterable[Task], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
     """Outcomes in task order, each file decoded in a worker process (pipeline.isolation): a file
     that crashes its worker twice is ``decoder_crashed``, one that runs past
     ``ingest.file_timeout_s`` is ``decode_timeout``; no other file's result is lost."""
@@ -449,11 +459,11 @@ def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterato
     results = run_isolated(
         tasks, process_file, workers=workers, timeout_s=config.timeout_s, initializer=_init_worker, initargs=(config,)
     )
-    for task, out in zip(tasks, results, strict=True):
+    for index, out in enumerate(results):  # in task order: task i is the i-th result
         if isinstance(out, Crashed):
-            yield Outcome(task.index, DECODER_CRASHED, detail=f"exit code {out.exitcode}, {out.attempts} attempts")
+            yield Outcome(index, DECODER_CRASHED, detail=f"exit code {out.exitcode}, {out.attempts} attempts")
         elif isinstance(out, TimedOut):
-            yield Outcome(task.index, DECODE_TIMEOUT, detail=f"stopped after {out.seconds:g} s")
+            yield Outcome(index, DECODE_TIMEOUT, detail=f"stopped after {out.seconds:g} s")
         else:
             yield out
 
@@ -574,13 +584,8 @@ def ingest(
     accounts = [_prepare(spec) for spec in sources_from_params(params, root)]
     n_workers = resolve_workers(ing.workers if workers is None else workers)
 
-    tasks: list[Task] = []
-    owner: list[tuple[_Account, str, str | None]] = []
-    for acc in accounts:
-        for rel in acc.files:
-            rejection, label = _label_rejection(rel, acc.labels, classes)
-            tasks.append(Task(len(tasks), acc.spec.name, str(acc.spec.dicom_dir / rel), rel, rejection))
-            owner.append((acc, rel, label))
+    n_files = sum(len(a.files) for a in accounts)
+    by_name = {a.spec.name: a for a in accounts}
     config = WorkerConfig(
         size=ing.size,
         fit=ing.fit,
@@ -593,10 +598,10 @@ def ingest(
         salt=ing.pseudonym_salt,
         timeout_s=ing.file_timeout_s,
     )
-    n_workers = max(1, min(n_workers, len(tasks)))
+    n_workers = max(1, min(n_workers, n_files))
     log.info(
         "%d files (%s), %d worker(s)",
-        len(tasks),
+        n_files,
         ", ".join(f"{a.spec.name}: {len(a.files)}" for a in accounts),
         n_workers,
     )
@@ -605,11 +610,16 @@ def ingest(
     first_sop: dict[str, str] = {}
     # The manifest is streamed to disk like the images: the parent keeps no per-image row.
     with (
-        StoreWriter(store_path, ing.size, capacity=len(tasks)) as writer,
+        StoreWriter(store_path, ing.size, capacity=n_files) as writer,
         CsvStream(manifest_path, MANIFEST_COLUMNS, MANIFEST_DTYPES) as manifest,
     ):
-        for out in progress(_run_tasks(tasks, config, n_workers), total=len(tasks), desc="ingest"):
-            acc, rel, label = owner[out.index]
+        # Tasks are made as the workers take them, and results come back in the same order.
+        outcomes = _run_tasks((t for t, _ in _tasks(accounts, classes)), config, n_workers)
+        for (task, label), out in progress(
+            zip(_tasks(accounts, classes), outcomes, strict=True), total=n_files, desc="ingest"
+        ):
+            acc, rel = by_name[task.source], task.rel
+            assert out.index == task.index
             if out.rejection is not None:
                 acc.reject(rel, out.rejection)
                 details.append((acc.spec.name, rel, out.rejection, out.detail))

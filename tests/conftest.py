@@ -93,3 +93,16 @@ def features_info(dim: int, image_size: int, n_images: int, n_augmented: int, we
         "device": "cpu",
         "num_threads": 1,
     }
+
+
+@pytest.fixture(scope="session")
+def dvc_baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny git + DVC project (tests/dvc_project.py) with `dvc repro evaluate` run and its
+    dvc.lock and small results committed: the state a user pushes or runs experiments from."""
+    from dvc_project import DVC_TARGET, dvc, git, tiny_project
+
+    project = tiny_project(tmp_path_factory.mktemp("dvc") / "project")
+    dvc(project, "repro", "-q", DVC_TARGET, timeout=600)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "baseline run")
+    return project
