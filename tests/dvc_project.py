@@ -87,7 +87,7 @@ def tiny_params(**data: Any) -> dict[str, Any]:
     raw["features"].update(batch_size=32)
     raw["linear"].update(C_grid=[1.0], cv_folds=2, max_iter=200)
     raw["train"].update(epochs=1, batch_size=8, early_stopping_patience=1, device="cpu")
-    raw["evaluate"].update(bootstrap_samples=20)
+    raw["evaluate"].update(bootstrap_samples=100)
     return raw
 
 

@@ -37,7 +37,7 @@ def _files(root: Path, rel: Path) -> dict[str, bytes]:
 
 
 def _status(project: Path) -> dict:
-    return json.loads(dvc(project, "status", "--json", DVC_TARGET).strip().splitlines()[-1])
+    return json.loads(dvc(project, "status", "--json", "--with-deps", DVC_TARGET).strip().splitlines()[-1])
 
 
 def test_push_then_pull_into_a_fresh_clone_recomputes_nothing(dvc_baseline: Path, tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_push_then_pull_into_a_fresh_clone_recomputes_nothing(dvc_baseline: Path
     remote = tmp_path / "remote"
     dvc(project, "remote", "add", "-d", "shared", str(remote))
     git(project, "commit", "-q", "-am", "shared DVC remote")
-    dvc(project, "push", "-q")
+    dvc(project, "push", "-q", "--with-deps", DVC_TARGET)
     objects = [f for f in (remote / "files/md5").rglob("*") if f.is_file()]
     assert len(objects) >= len(CACHED)
     # The image store is a folder of shards: DVC stores each shard as one object (+ the .dir list).
@@ -57,9 +57,11 @@ def test_push_then_pull_into_a_fresh_clone_recomputes_nothing(dvc_baseline: Path
     run(tmp_path, "git", "clone", "-q", str(project), str(clone))
     assert not (clone / paths.STORE).exists()
     before = _status(clone)
-    assert "ingest" in before and "finetune" in before  # outputs missing: not yet pulled
+    assert "deleted" in json.dumps(before)  # outputs missing: not yet pulled
 
-    dvc(clone, "pull", "-q")
+    # Only the stages up to evaluate ran in the tiny project, so pull those (after a full
+    # `dvc repro`, a plain `dvc pull` gets everything).
+    dvc(clone, "pull", "-q", "--with-deps", DVC_TARGET)
     assert _status(clone) == {"sources": ["always changed"]}  # the only entry when nothing is stale
     for rel in CACHED:
         got = _files(clone, rel)
