@@ -52,6 +52,7 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ingest_mutations --files 2000
+	$(BIN)/python -m bench.ingest_scale
 	$(BIN)/python -m bench.models
 
 # On a CUDA machine (nothing in make test needs one): the pipeline's fine-tune loop (loader +

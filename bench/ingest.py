@@ -49,29 +49,30 @@ def _uid(tag: str) -> str:
     return "2.25." + str(int(hashlib.sha256(tag.encode()).hexdigest()[:30], 16))
 
 
+def dx_header(tag: str, patient: str, size: int, syntax: str, bits: int) -> Dataset:
+    """A DX data set without pixel data: unique UIDs from ``tag``, MONOCHROME2, ``bits`` stored
+    (8 -> 8 allocated, else 16)."""
+    ds = Dataset()
+    fm = FileMetaDataset()
+    fm.TransferSyntaxUID = syntax
+    fm.MediaStorageSOPClassUID = DX_STORAGE
+    fm.MediaStorageSOPInstanceUID = _uid(tag)
+    ds.file_meta = fm
+    ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, fm.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.PatientSex, ds.PatientAge, ds.ViewPosition = ("DX", patient, "F", "050Y", "PA")
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8 if bits == 8 else 16, bits, bits - 1, 0
+    return ds
+
+
 def synthetic_dx(path: Path, seed: int, size: int = SIZE_PX) -> None:
     """A 12-bit, 2048 x 2048 uncompressed DX with a window, chest-like smooth content + noise."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     img = 1800 + 900 * np.sin(6 * x + seed) * np.cos(4 * y) + rng.normal(0, 60, (size, size))
     arr = np.clip(img, 0, 4095).astype(np.uint16)
-    ds = Dataset()
-    fm = FileMetaDataset()
-    fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    fm.MediaStorageSOPClassUID = DX_STORAGE
-    fm.MediaStorageSOPInstanceUID = _uid(f"bench-{seed}")
-    ds.file_meta = fm
-    ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, fm.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.PatientSex, ds.PatientAge, ds.ViewPosition = (
-        "DX",
-        f"BENCH-{seed // 2}",
-        "F",
-        "050Y",
-        "PA",
-    )
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds = dx_header(f"bench-{seed}", f"BENCH-{seed // 2}", size, ExplicitVRLittleEndian, 12)
     ds.WindowCenter, ds.WindowWidth = 1800, 3000
     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
     ds.PixelData = arr.tobytes()
@@ -111,7 +112,7 @@ def run_ingest(folder: Path, workers: int, out: Path) -> dict[str, Any]:
     c, t = _cpu(), time.perf_counter()
     report = ingest(
         make_params(folder, workers),
-        store_path=out / "images.npy",
+        store_path=out / "images",
         manifest_path=out / "manifest.csv",
         report_path=out / "ingest.json",
     )

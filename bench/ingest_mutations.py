@@ -12,11 +12,9 @@ images, every stored image finite and in [0, 1], no planted patient name or ID i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,24 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
-import yaml
 
+from bench.stage_run import run_ingest_stage
 from pipeline.common import write_json
 from pipeline.params import REPO_ROOT
+from pipeline.store import open_store
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from mutations import PLANTED_ID, PLANTED_NAME, make_corpus, mutation_classes  # noqa: E402
 
 OUT = REPO_ROOT / "reports" / "bench" / "ingest_mutations.json"
-
-
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
 
 
 def run(n_files: int, workers: int) -> dict:
@@ -53,36 +43,11 @@ def run(n_files: int, workers: int) -> dict:
             warnings.simplefilter("ignore")
             make_corpus(root / "dicom", n_files, seed=7)
         make_s = time.perf_counter() - start
-        raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-        raw["data"].update(dicom_dir=str(root / "dicom"), labels_csv=str(root / "dicom" / "labels.csv"), external=[])
-        raw["ingest"]["workers"] = workers
-        (root / "ws").mkdir()
-        (root / "ws" / "params.yaml").write_text(yaml.safe_dump(raw))
-        env = {**os.environ, "CI": "1"}
-        subprocess.run(
-            [sys.executable, "-m", "stages.sources", "--root", str(root / "ws")],
-            cwd=REPO_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stages.ingest", "--root", str(root / "ws")],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        ps, peak = psutil.Process(proc.pid), 0
-        while proc.poll() is None:
-            peak = max(peak, _tree_rss(ps))
-            time.sleep(0.02)
-        output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-        seconds = time.perf_counter() - t0
         ws = root / "ws"
+        stage = run_ingest_stage(root / "dicom", ws, workers)
+        output, seconds, peak = stage.output, stage.seconds, stage.peak_tree_rss
         report = json.loads((ws / "reports/ingest.json").read_text())
-        images = np.load(ws / "data/processed/images.npy")
+        images = np.asarray(open_store(ws / "data/processed/images"))
         manifest = pd.read_csv(ws / "data/processed/manifest.csv", keep_default_na=False, na_values=[""])
         leaks = []
         for f in [*ws.rglob("*.json"), *ws.rglob("*.csv"), *ws.rglob("*.log")]:
@@ -92,7 +57,7 @@ def run(n_files: int, workers: int) -> dict:
             leaks += [f"{f.relative_to(ws)}: {n}" for n in (PLANTED_NAME, PLANTED_ID) if n.encode() in blob]
         leaks += [f"stage output: {n}" for n in (PLANTED_NAME, PLANTED_ID) if n in output]
         checks = {
-            "exit_code_0": proc.returncode == 0,
+            "exit_code_0": stage.returncode == 0,
             "accounted": report["accepted"] + report["rejected"] == report["seen"] == n_files,
             "manifest_rows_equal_accepted": len(manifest) == report["accepted"] == len(images),
             "stored_images_finite_in_0_1": bool(np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1),

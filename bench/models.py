@@ -40,21 +40,20 @@ from pipeline.features import embed, prepare_frozen
 from pipeline.loader import iter_batches
 from pipeline.param_groups import make_optimizer
 from pipeline.params import REPO_ROOT, Params, load_params, validate_params
+from pipeline.store import Images, ImageStore, open_store, write_store
 from pipeline.strategies import plan_groups
 from pipeline.training import autocast_for, train
 
 OUT = REPO_ROOT / "reports" / "bench" / "models.json"
 
 
-def _synthetic_store(n: int, size: int, folder: Path, seed: int = 0) -> np.ndarray:
-    """A float16 (n, size, size) .npy opened as a read-only memmap, like the real store."""
+def _synthetic_store(n: int, size: int, folder: Path, seed: int = 0) -> ImageStore:
+    """A float16 (n, size, size) image store (memory-mapped shards), like the real one."""
     arr = np.random.default_rng(seed).random((n, size, size), dtype=np.float32).astype(np.float16)
-    path = folder / f"store_{n}_{size}.npy"
-    np.save(path, arr)
-    return np.load(path, mmap_mode="r")
+    return open_store(write_store(folder / f"store_{n}_{size}", arr))
 
 
-def _dataset(images: np.ndarray, n_train: int, n_val: int) -> Dataset:
+def _dataset(images: Images, n_train: int, n_val: int) -> Dataset:
     n = len(images)
     labels = np.where(np.arange(n) % 2 == 0, "normal", "abnormal")
     split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
@@ -211,7 +210,7 @@ def bench_training(params: Params, n: int, rounds: int, folder: Path) -> dict:
     }
 
 
-def _loader_cost(params: Params, images: np.ndarray, rounds: int) -> dict[str, float]:
+def _loader_cost(params: Params, images: Images, rounds: int) -> dict[str, float]:
     """ms per image the trainer's loader spends reading (float16 -> float32) and augmenting."""
     from pipeline.augment import make_augmentation
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from pipeline.common import progress
 from pipeline.params import Augment
-from pipeline.store import StoreWriter, open_store
+from pipeline.store import Images, StoreWriter, open_store
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from monai.transforms import Compose
@@ -180,21 +180,21 @@ def empty_index() -> pd.DataFrame:
 
 
 def materialise(
-    images: np.ndarray,
+    images: Images,
     train_rows: np.ndarray,
     cfg: Augment,
     seed: int,
     copies: int,
     out_path: str | Path | None = None,
-) -> tuple[np.ndarray, pd.DataFrame]:
+) -> tuple[Images, pd.DataFrame]:
     """``copies`` deterministic views of each image in ``train_rows``.
 
     Returns the views ``(M, S, S)`` float16 (M = len(train_rows) * copies) and the index
     ``aug_row, row, copy`` (row = source manifest row). View ``(row, copy)`` uses
     :func:`view_seed`, so it does not depend on which other rows are augmented or in what order.
-    With ``out_path`` the views are streamed into that ``.npy`` file with the image store's writer
-    (same format) and the returned array is its read-only memmap; otherwise they are built in
-    memory.
+    With ``out_path`` the views are streamed into an image store at that folder
+    (:class:`pipeline.store.StoreWriter`) and the returned value is that store, opened read-only;
+    otherwise they are built in memory.
     """
     if copies < 0:
         raise ValueError(f"copies must be >= 0, got {copies}")
@@ -237,16 +237,15 @@ def materialise(
         with StoreWriter(out_path, size=size, capacity=m) as writer:
             for view in views():
                 writer.append(view)
-        out = open_store(out_path)
-    else:
-        out = np.empty(shape, dtype=np.float16)
-        for i, view in enumerate(views()):
-            out[i] = view
+        return open_store(out_path), pd.DataFrame(index, columns=list(INDEX_COLUMNS))
+    out = np.empty(shape, dtype=np.float16)
+    for i, view in enumerate(views()):
+        out[i] = view
     return out, pd.DataFrame(index, columns=list(INDEX_COLUMNS))
 
 
 def preview_grid(
-    images: np.ndarray,
+    images: Images,
     rows: np.ndarray,
     transform: Compose,
     seed: int,

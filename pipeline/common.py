@@ -99,3 +99,69 @@ def write_csv(df: Any, path: str | Path, **to_csv: Any) -> Path:
     df.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n", encoding="utf-8", **to_csv)
     os.replace(tmp, path)
     return path
+
+
+class CsvStream:
+    """Write rows (dicts) to a CSV as they arrive, ``chunk`` rows at a time, so memory does not
+    grow with the row count; the file appears under ``path`` only at :meth:`close`.
+
+    ``dtypes`` fixes each column's type (every chunk is cast the same way), so the bytes equal
+    ``write_csv(pd.DataFrame(all_rows, columns=columns).astype(dtypes), path)``.
+    """
+
+    def __init__(self, path: str | Path, columns: Iterable[str], dtypes: dict[str, str], chunk: int = 4096) -> None:
+        import pandas as pd
+
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.dtypes = dtypes
+        self.chunk = chunk
+        self.count = 0
+        self._rows: list[dict[str, Any]] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._fh: Any = open(self._tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()/abort()
+        self._write(pd.DataFrame(columns=self.columns), header=True)
+
+    def _write(self, df: Any, header: bool) -> None:
+        import csv
+
+        df.astype(self.dtypes).to_csv(
+            self._fh, index=False, header=header, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n"
+        )
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        self.count += 1
+        if len(self._rows) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pandas as pd
+
+        if self._rows:
+            self._write(pd.DataFrame(self._rows, columns=self.columns), header=False)
+            self._rows = []
+
+    def close(self) -> Path:
+        if self._fh is not None:
+            self._flush()
+            self._fh.close()
+            self._fh = None
+            os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> CsvStream:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

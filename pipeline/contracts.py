@@ -131,6 +131,29 @@ class IngestReport(IngestBlock):
     timing: IngestTiming
 
 
+# ------------------------------------------------------------------- data/processed/{images,augmented}/store.json
+
+
+class StoreShard(Contract):
+    file: str = Field(description="the shard's file name inside the store folder (a plain .npy)")
+    start: int = Field(ge=0, description="store row of the shard's first image")
+    rows: int = Field(ge=1, description="images in the shard")
+
+
+class StoreIndex(Contract):
+    """data/processed/images/store.json (stage `ingest`), data/processed/augmented/store.json
+    (stage `augment`): the index of an image store (pipeline/store.py), ``(N, size, size)``
+    float16 in [0, 1] in shards of ``shard_rows`` images (the last may be shorter), rows in order."""
+
+    format: Literal["npy-shards"]
+    version: Literal[1]
+    dtype: Literal["<f2"]
+    size: int = Field(ge=1, description="image side in pixels")
+    rows: int = Field(ge=0, description="images in the store (N)")
+    shard_rows: int = Field(ge=1, description="images per full shard")
+    shards: list[StoreShard]
+
+
 # ------------------------------------------------------------------- reports/split.json
 
 
@@ -1071,6 +1094,8 @@ def train_log_model(method: str) -> type[LinearLog] | type[KnnLog] | type[TrainL
 FILES: dict[str, type[BaseModel]] = {
     "data/sources.json": Sources,
     str(paths.INGEST_REPORT): IngestReport,
+    str(paths.STORE / "store.json"): StoreIndex,
+    str(paths.AUGMENTED_STORE / "store.json"): StoreIndex,
     str(paths.SPLIT_REPORT): SplitReport,
     str(paths.FEATURES_INFO): FeaturesInfo,
     str(paths.train_log("linear")): LinearLog,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline import paths
 from pipeline.params import REPO_ROOT, Params
+from pipeline.store import open_store
 
 SPLIT_NAMES = ("train", "val", "test", "external")
 
@@ -23,7 +25,7 @@ class Dataset:
     """
 
     manifest: pd.DataFrame
-    images: np.ndarray
+    images: Any  # pipeline.store.Images: the ImageStore (or an (N, S, S) ndarray in tests)
     classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
@@ -54,9 +56,8 @@ class Dataset:
 
 
 def load_dataset(params: Params, root: Path = REPO_ROOT, mmap: bool = True) -> Dataset:
-    """Join manifest.csv and splits.csv and open the store read-only (memory-mapped)."""
-    from pipeline.store import open_store
-
+    """Join manifest.csv and splits.csv and open the store read-only (memory-mapped shards;
+    ``mmap=False`` reads it into memory)."""
     manifest = pd.read_csv(root / paths.MANIFEST, keep_default_na=False, na_values=[""])
     splits = pd.read_csv(root / paths.SPLITS, keep_default_na=False)
     if "split" in manifest.columns:

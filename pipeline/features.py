@@ -17,6 +17,7 @@ from torch import nn
 
 from pipeline.backbones import ClassifierModel, images_to_tensor, set_num_threads
 from pipeline.common import get_logger, progress
+from pipeline.store import Images
 
 log = get_logger(__name__)
 
@@ -42,7 +43,7 @@ def prepare_frozen(model: ClassifierModel, device: torch.device) -> ClassifierMo
 
 def embed(
     model: ClassifierModel,
-    images: np.ndarray,
+    images: Images,
     batch_size: int,
     device: torch.device | str = "cpu",
     desc: str = "features",
@@ -72,8 +73,8 @@ def embed(
 
 def extract_features(
     model: ClassifierModel,
-    images: np.ndarray,
-    augmented: np.ndarray | None,
+    images: Images,
+    augmented: Images | None,
     batch_size: int,
     device: torch.device | str = "cpu",
     num_threads: int = 0,

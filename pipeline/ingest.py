@@ -1,5 +1,5 @@
 """Ingest: walk the DICOM folder(s), decode in parallel, account for every file, pseudonymise,
-resize, and stream the accepted images into the one image store.
+resize, and stream the accepted images into the sharded image store.
 
 Accounting (``reports/ingest.json``): every file found under ``dicom_dir`` (recursively, any
 extension or none, hidden files included) is *seen* and ends up either *accepted* or *rejected*
@@ -42,11 +42,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline import dicom
-from pipeline.common import get_logger, progress, write_csv
+from pipeline.common import CsvStream, get_logger, progress
 from pipeline.contracts import IngestReport, write_contract
 from pipeline.errors import StageError
 from pipeline.params import REPO_ROOT, Params
-from pipeline.store import StoreWriter
+from pipeline.store import StoreWriter, open_store
 
 log = get_logger("ingest")
 
@@ -89,6 +89,14 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "transfer_syntax",
     "sha256",
 )
+#: Fixed column types, so the manifest is streamed in chunks with the bytes of one DataFrame.
+MANIFEST_DTYPES: dict[str, str] = {c: "object" for c in MANIFEST_COLUMNS} | {
+    "row": "int64",
+    "age": "float64",
+    "rows": "int64",
+    "columns": "int64",
+    "bits_stored": "int64",
+}
 
 
 class IngestError(StageError, RuntimeError):
@@ -432,7 +440,17 @@ def _process_file(task: Task, config: WorkerConfig | None = None) -> Outcome:
     return Outcome(task.index, None, image, facts)
 
 
-def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
+def _tasks(accounts: list[_Account], classes: set[str]) -> Iterator[tuple[Task, str | None]]:
+    """Every file of every set, in order, as a worker task and its label (None if rejected)."""
+    index = 0
+    for acc in accounts:
+        for rel in acc.files:
+            rejection, label = _label_rejection(rel, acc.labels, classes)
+            yield Task(index, acc.spec.name, str(acc.spec.dicom_dir / rel), rel, rejection), label
+            index += 1
+
+
+def _run_tasks(tasks: Iterable[Task], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
     """Outcomes in task order, each file decoded in a worker process (pipeline.isolation): a file
     that crashes its worker twice is ``decoder_crashed``, one that runs past
     ``ingest.file_timeout_s`` is ``decode_timeout``; no other file's result is lost."""
@@ -441,11 +459,11 @@ def _run_tasks(tasks: list[Task], config: WorkerConfig, workers: int) -> Iterato
     results = run_isolated(
         tasks, process_file, workers=workers, timeout_s=config.timeout_s, initializer=_init_worker, initargs=(config,)
     )
-    for task, out in zip(tasks, results, strict=True):
+    for index, out in enumerate(results):  # in task order: task i is the i-th result
         if isinstance(out, Crashed):
-            yield Outcome(task.index, DECODER_CRASHED, detail=f"exit code {out.exitcode}, {out.attempts} attempts")
+            yield Outcome(index, DECODER_CRASHED, detail=f"exit code {out.exitcode}, {out.attempts} attempts")
         elif isinstance(out, TimedOut):
-            yield Outcome(task.index, DECODE_TIMEOUT, detail=f"stopped after {out.seconds:g} s")
+            yield Outcome(index, DECODE_TIMEOUT, detail=f"stopped after {out.seconds:g} s")
         else:
             yield out
 
@@ -566,13 +584,8 @@ def ingest(
     accounts = [_prepare(spec) for spec in sources_from_params(params, root)]
     n_workers = resolve_workers(ing.workers if workers is None else workers)
 
-    tasks: list[Task] = []
-    owner: list[tuple[_Account, str, str | None]] = []
-    for acc in accounts:
-        for rel in acc.files:
-            rejection, label = _label_rejection(rel, acc.labels, classes)
-            tasks.append(Task(len(tasks), acc.spec.name, str(acc.spec.dicom_dir / rel), rel, rejection))
-            owner.append((acc, rel, label))
+    n_files = sum(len(a.files) for a in accounts)
+    by_name = {a.spec.name: a for a in accounts}
     config = WorkerConfig(
         size=ing.size,
         fit=ing.fit,
@@ -585,20 +598,28 @@ def ingest(
         salt=ing.pseudonym_salt,
         timeout_s=ing.file_timeout_s,
     )
-    n_workers = max(1, min(n_workers, len(tasks)))
+    n_workers = max(1, min(n_workers, n_files))
     log.info(
         "%d files (%s), %d worker(s)",
-        len(tasks),
+        n_files,
         ", ".join(f"{a.spec.name}: {len(a.files)}" for a in accounts),
         n_workers,
     )
 
-    rows: list[dict[str, Any]] = []
     details: list[tuple[str, str, str, str]] = []  # (set, file, reason, where) for the log file
     first_sop: dict[str, str] = {}
-    with StoreWriter(store_path, ing.size, capacity=len(tasks)) as writer:
-        for out in progress(_run_tasks(tasks, config, n_workers), total=len(tasks), desc="ingest"):
-            acc, rel, label = owner[out.index]
+    # The manifest is streamed to disk like the images: the parent keeps no per-image row.
+    with (
+        StoreWriter(store_path, ing.size, capacity=n_files) as writer,
+        CsvStream(manifest_path, MANIFEST_COLUMNS, MANIFEST_DTYPES) as manifest,
+    ):
+        # Tasks are made as the workers take them, and results come back in the same order.
+        outcomes = _run_tasks((t for t, _ in _tasks(accounts, classes)), config, n_workers)
+        for (task, label), out in progress(
+            zip(_tasks(accounts, classes), outcomes, strict=True), total=n_files, desc="ingest"
+        ):
+            acc, rel = by_name[task.source], task.rel
+            assert out.index == task.index
             if out.rejection is not None:
                 acc.reject(rel, out.rejection)
                 details.append((acc.spec.name, rel, out.rejection, out.detail))
@@ -619,25 +640,23 @@ def ingest(
             acc.patients_missing_id += bool(facts.pop("patient_missing"))
             acc.intensity[facts.pop("intensity")] += 1
             acc.transfer_syntax[_syntax_name(facts["transfer_syntax"])] += 1
-            rows.append({"row": len(rows), "file": rel, "source": acc.spec.name, "label": label, **facts})
+            manifest.append({"row": manifest.count, "file": rel, "source": acc.spec.name, "label": label, **facts})
         internal = accounts[0]
         if internal.accepted == 0:
-            report = _report(accounts, ing, n_workers, start, len(rows), store_path)
+            report = _report(accounts, ing, n_workers, start, manifest.count, store_path)
             write_contract(report_path, IngestReport, report)
             raise IngestError(
                 f"no usable image in {internal.spec.shown_dir}: {internal.report()['reasons']} "
                 f"(details in {report_path})"
             )
 
-    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    write_csv(manifest, manifest_path)
-    report = _report(accounts, ing, n_workers, start, len(rows), store_path)
+    report = _report(accounts, ing, n_workers, start, manifest.count, store_path)
     # Nothing lost: every accepted file is one manifest row and one stored image.
     accepted = sum(a.accepted for a in accounts)
-    n_stored = int(np.load(store_path, mmap_mode="r").shape[0])
-    if not accepted == len(manifest) == n_stored:
+    n_stored = len(open_store(store_path))
+    if not accepted == manifest.count == n_stored:
         raise IngestError(
-            f"accounting is off: {accepted} accepted, {len(manifest)} manifest rows, {n_stored} stored images"
+            f"accounting is off: {accepted} accepted, {manifest.count} manifest rows, {n_stored} stored images"
         )
     write_contract(report_path, IngestReport, report)
     _write_log(Path(report_path).with_suffix(".log"), details)

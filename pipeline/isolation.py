@@ -10,8 +10,9 @@
 - a task that runs longer than ``timeout_s`` is stopped by killing its worker and comes back as
   :class:`TimedOut`; a fresh worker takes its place.
 
-Results come back in task order. At most ``window`` tasks are dispatched ahead of the first
-result not yet returned, so memory stays bounded by the window, never by the number of tasks.
+Results come back in task order. Tasks are drawn from their iterable lazily and at most
+``window`` are held ahead of the first result not yet returned, so memory stays bounded by the
+window, never by the number of tasks.
 """
 
 from __future__ import annotations
@@ -117,20 +118,45 @@ def run_isolated(
 ) -> Iterator[Any]:
     """``func(task)`` for every task, in order; a crashed or timed-out task yields
     :class:`Crashed` / :class:`TimedOut` instead of a result. ``func`` must be picklable
-    (a module-level function) and should catch its own exceptions."""
-    items = list(tasks)
+    (a module-level function) and should catch its own exceptions.
+
+    ``tasks`` is consumed lazily (it may be a generator): only the tasks within ``window`` of the
+    next result due are held, so memory does not grow with the number of tasks. ``workers``
+    processes are started (pass at most the number of tasks)."""
+    source = iter(tasks)
+    items: dict[int, Any] = {}  # drawn and not yet returned
+    attempts: dict[int, int] = {}
+    pending: deque[int] = deque()  # drawn, not yet dispatched (retries go first)
+    drawn = 0
+    exhausted = False
+
+    def draw(limit: int) -> None:
+        """Take fresh tasks from ``source`` up to index ``limit`` (exclusive)."""
+        nonlocal drawn, exhausted
+        while not exhausted and drawn < limit:
+            try:
+                items[drawn] = next(source)
+            except StopIteration:
+                exhausted = True
+                return
+            attempts[drawn] = 0
+            pending.append(drawn)
+            drawn += 1
+
+    draw(1)
     if not items:
         return
     ctx = mp.get_context()
-    n_workers = max(1, min(workers, len(items)))
+    n_workers = max(1, workers)
     window = window or max(8, 16 * n_workers)
     pool = [_Worker(ctx, func, initializer, initargs) for _ in range(n_workers)]
-    pending: deque[int] = deque(range(len(items)))  # not yet dispatched (retries go first)
-    attempts = [0] * len(items)
     done: dict[int, Any] = {}
     next_out = 0
     try:
-        while next_out < len(items):
+        while True:
+            draw(next_out + window)
+            if exhausted and next_out >= drawn:
+                break
             # Dispatch (up to DEPTH tasks a worker), within the window ahead of the next result due.
             for w in pool:
                 while len(w.inflight) < DEPTH and pending and pending[0] < next_out + window:
@@ -176,6 +202,8 @@ def run_isolated(
                         pending.appendleft(j)
                     pool[k] = _Worker(ctx, func, initializer, initargs)
             while next_out in done:
+                items.pop(next_out)
+                attempts.pop(next_out)
                 yield done.pop(next_out)
                 next_out += 1
     finally:

@@ -11,10 +11,11 @@ from typing import Any
 from pipeline.params import REPO_ROOT
 
 PROCESSED = Path("data/processed")
-STORE = PROCESSED / "images.npy"  # (N, size, size) float16 in [0, 1], manifest row order
+# Image stores are folders of .npy shards + store.json (pipeline/store.py: open_store, StoreWriter).
+STORE = PROCESSED / "images"  # (N, size, size) float16 in [0, 1], manifest row order
 MANIFEST = PROCESSED / "manifest.csv"
 SPLITS = PROCESSED / "splits.csv"
-AUGMENTED_STORE = PROCESSED / "augmented.npy"  # (M, size, size) float16
+AUGMENTED_STORE = PROCESSED / "augmented"  # (M, size, size) float16, augmented.csv order
 AUGMENTED_INDEX = PROCESSED / "augmented.csv"  # aug_row, row (source manifest row), copy
 
 FEATURES_DIR = Path("data/features")

@@ -1,6 +1,6 @@
 """augment stage: materialise `augment.copies` deterministic views of every TRAIN image.
 
-Reads params `seed` and `augment.*`; writes data/processed/augmented.npy + augmented.csv and
+Reads params `seed` and `augment.*`; writes data/processed/augmented/ (image store) + augmented.csv and
 reports/figures/augment_preview.png. Validation, test and external images are never augmented.
 """
 

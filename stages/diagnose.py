@@ -3,7 +3,7 @@
 Reads params `seed`, `data.*` (classes, positive class), `augment.*`, `backbone.*`, `linear.*`,
 `train.*`, `finetune.*`, `scratch.*` (the learning curve retrains every path with the main run's
 settings) and `diagnose.*`. Inputs: reports/train/{linear,finetune,scratch}.json,
-reports/metrics.json, data/processed/{images.npy,manifest.csv,splits.csv,augmented.csv},
+reports/metrics.json, data/processed/{images/,manifest.csv,splits.csv,augmented.csv},
 data/features/, predictions/{linear,finetune,scratch}.csv (fraction 1.0 reuse).
 Writes reports/diagnostics.json and reports/figures/diagnose/{curves,trifecta,validation_curve,
 learning_curve}.png.

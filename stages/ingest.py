@@ -1,6 +1,6 @@
 """ingest stage: DICOM folder(s) + labels CSV -> image store, manifest, reports/ingest.json.
 
-Reads params `data.*` and `ingest.*`; writes data/processed/images.npy (N, size, size) float16,
+Reads params `data.*` and `ingest.*`; writes the image store data/processed/images/ (N, size, size) float16,
 data/processed/manifest.csv and reports/ingest.json (every file accounted for). Stops with a
 non-zero exit only for unusable input: a missing folder or CSV, a CSV without `file`/`label`,
 or no accepted image.

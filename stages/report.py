@@ -4,7 +4,7 @@ Reads the whole validated params (shown in the report, pseudonym salt masked; `r
 stage). Inputs: reports/{ingest,split,metrics,evaluation,diagnostics}.json, reports/train/*.json,
 reports/figures/augment_preview.png, reports/figures/diagnose/*.png, data/features/info.json,
 the ATTRIBUTION.md of each data folder, and for Grad-CAM models/finetune/best.pt,
-predictions/finetune.csv and data/processed/images.npy. Missing optional inputs are named in the
+predictions/finetune.csv and data/processed/images/. Missing optional inputs are named in the
 report. Writes reports/report.html, reports/report.md and reports/figures/report/*.png.
 """
 

@@ -17,6 +17,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.params import REPO_ROOT, Params, validate_params
+from pipeline.store import write_store
 from pipeline.workspace import Workspace
 
 _REPO_PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -53,7 +54,7 @@ def make_processed(
     proc = ws.path(paths.PROCESSED)
     proc.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    np.save(proc / "images.npy", rng.random((n, size, size)).astype(np.float16))
+    write_store(ws.path(paths.STORE), rng.random((n, size, size)).astype(np.float16))
     manifest = pd.DataFrame(
         {
             "row": range(n),
@@ -92,3 +93,16 @@ def features_info(dim: int, image_size: int, n_images: int, n_augmented: int, we
         "device": "cpu",
         "num_threads": 1,
     }
+
+
+@pytest.fixture(scope="session")
+def dvc_baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny git + DVC project (tests/dvc_project.py) with `dvc repro evaluate` run and its
+    dvc.lock and small results committed: the state a user pushes or runs experiments from."""
+    from dvc_project import DVC_TARGET, dvc, git, tiny_project
+
+    project = tiny_project(tmp_path_factory.mktemp("dvc") / "project")
+    dvc(project, "repro", "-q", DVC_TARGET, timeout=600)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "baseline run")
+    return project

@@ -21,6 +21,7 @@ from pipeline import contracts as C
 from pipeline import paths
 from pipeline.contracts import write_contract
 from pipeline.params import REPO_ROOT, validate_params
+from pipeline.store import write_store
 
 PLANTED_NAME = "DOE^JOHN"
 PLANTED_ID = "PID-7734-SECRET"
@@ -358,7 +359,7 @@ def build(
         write_contract(root / paths.DIAGNOSTICS, C.Diagnostics, doc)
 
     images = rng.random((len(man), 32, 32)).astype(np.float16)
-    np.save(root / paths.STORE, images)
+    write_store(root / paths.STORE, images)
     if with_model:
         import torch
 

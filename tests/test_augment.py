@@ -18,6 +18,7 @@ from pipeline.augment import (
     view_seed,
 )
 from pipeline.params import Augment
+from pipeline.store import open_store
 
 S = 32
 
@@ -117,13 +118,14 @@ def test_materialise_train_rows_only(tmp_path) -> None:
     rng = np.random.default_rng(0)
     images = rng.random((6, S, S)).astype(np.float16)
     train = np.array([1, 4])
-    out_path = tmp_path / "augmented.npy"
+    out_path = tmp_path / "augmented"
     views, index = materialise(images, train, _cfg(), seed=42, copies=3, out_path=out_path)
     assert list(index.columns) == list(INDEX_COLUMNS)
     assert len(index) == 6 and index["aug_row"].tolist() == list(range(6))
     assert index["row"].tolist() == [1, 1, 1, 4, 4, 4] and index["copy"].tolist() == [0, 1, 2] * 2
-    stored = np.load(out_path)
+    stored = np.asarray(open_store(out_path))
     assert stored.shape == (6, S, S) and stored.dtype == np.float16
+    np.testing.assert_array_equal(np.asarray(views), stored)  # the returned store is the written one
     assert stored.min() >= 0 and stored.max() <= 1
     # Each view is augment_image of its own source with the (seed, row, copy) seed.
     t = make_augmentation(_cfg())
@@ -137,8 +139,8 @@ def test_materialise_train_rows_only(tmp_path) -> None:
 
 def test_materialise_zero_copies_gives_empty_store_and_header(tmp_path) -> None:
     images = np.zeros((3, S, S), np.float16)
-    views, index = materialise(images, np.array([0, 2]), _cfg(), seed=1, copies=0, out_path=tmp_path / "a.npy")
-    assert np.load(tmp_path / "a.npy").shape == (0, S, S)
+    views, index = materialise(images, np.array([0, 2]), _cfg(), seed=1, copies=0, out_path=tmp_path / "a")
+    assert open_store(tmp_path / "a").shape == (0, S, S) and len(views) == 0
     index.to_csv(tmp_path / "a.csv", index=False)
     back = pd.read_csv(tmp_path / "a.csv")
     assert list(back.columns) == list(INDEX_COLUMNS) and len(back) == 0

@@ -97,11 +97,12 @@ def test_features_stage_writes_logits_or_says_why_not(tmp_path, monkeypatch) -> 
     from pipeline.backbones import _EfficientNetLiteTrunk
     from pipeline.contracts import read_contract
     from pipeline.steps.features import run_features
+    from pipeline.store import write_store
     from pipeline.workspace import Workspace
 
     ws = Workspace(tmp_path)
     make_processed(ws, ["train", "train", "val", "test"], size=32)
-    np.save(ws.path(paths.AUGMENTED_STORE), _store(2))
+    write_store(ws.path(paths.AUGMENTED_STORE), _store(2))
     raw = repo_params()
     raw["train"].update(device="cpu", num_threads=1)
     params = write_params(tmp_path, raw)

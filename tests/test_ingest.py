@@ -27,7 +27,7 @@ from pipeline.ingest import (
 )
 from pipeline.params import REPO_ROOT, Params, validate_params
 from pipeline.splits import make_splits, split_report
-from pipeline.store import StoreWriter, open_store
+from pipeline.store import open_store
 
 SIZE = 32
 SALT = "test-salt"
@@ -118,7 +118,7 @@ def run(folders, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("out")
     params = make_params(out, folders["internal"], folders["external"])
     report = ingest(
-        params, store_path=out / "images.npy", manifest_path=out / "manifest.csv", report_path=out / "ingest.json"
+        params, store_path=out / "images", manifest_path=out / "manifest.csv", report_path=out / "ingest.json"
     )
     return {"out": out, "params": params, "report": report}
 
@@ -165,13 +165,13 @@ def test_every_file_is_accounted_for(run) -> None:
 
 def test_store_and_manifest(run, folders) -> None:
     out = run["out"]
-    store = open_store(out / "images.npy")
+    store = open_store(out / "images")
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False, na_values=[""])
     assert tuple(manifest.columns) == MANIFEST_COLUMNS
-    assert store.shape == (29, SIZE, SIZE) and store.dtype == np.float16 and not store.flags.writeable
+    assert store.shape == (29, SIZE, SIZE) and store.dtype == np.float16 and not store[0].flags.writeable
     assert manifest["row"].tolist() == list(range(29))
     assert manifest["source"].tolist() == ["internal"] * 25 + ["external"] * 4
-    assert float(store.min()) >= 0.0 and float(store.max()) <= 1.0
+    assert float(np.asarray(store).min()) >= 0.0 and float(np.asarray(store).max()) <= 1.0
 
     row = manifest.set_index("file").loc["p01/img3.dcm"]
     assert row["patient"] == pseudonym(SALT, RAW_ID.format(1)) and len(row["patient"]) == 16
@@ -206,20 +206,22 @@ def test_parallel_equals_serial(folders, run, tmp_path) -> None:
     params = make_params(tmp_path, folders["internal"], folders["external"])
     report = ingest(
         params,
-        store_path=tmp_path / "images.npy",
+        store_path=tmp_path / "images",
         manifest_path=tmp_path / "manifest.csv",
         report_path=tmp_path / "ingest.json",
         workers=2,
     )
     assert report["timing"]["workers"] == 2
-    assert (tmp_path / "images.npy").read_bytes() == (run["out"] / "images.npy").read_bytes()
+    for f in sorted((run["out"] / "images").iterdir()):  # the same shards and index, byte for byte
+        assert (tmp_path / "images" / f.name).read_bytes() == f.read_bytes()
+    assert len(list((tmp_path / "images").iterdir())) == len(list((run["out"] / "images").iterdir()))
     assert (tmp_path / "manifest.csv").read_text() == (run["out"] / "manifest.csv").read_text()
 
 
 def test_unusable_inputs_stop_with_a_clear_error(folders, tmp_path) -> None:
     params = make_params(tmp_path, tmp_path / "nowhere")
     with pytest.raises(IngestError, match="not a folder"):
-        ingest(params, store_path=tmp_path / "s.npy", manifest_path=tmp_path / "m.csv", report_path=tmp_path / "r.json")
+        ingest(params, store_path=tmp_path / "s", manifest_path=tmp_path / "m.csv", report_path=tmp_path / "r.json")
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -227,7 +229,7 @@ def test_unusable_inputs_stop_with_a_clear_error(folders, tmp_path) -> None:
     with pytest.raises(IngestError, match=r"lacks the required column\(s\) \['label'\]"):
         ingest(
             make_params(tmp_path, bad),
-            store_path=tmp_path / "s.npy",
+            store_path=tmp_path / "s",
             manifest_path=tmp_path / "m.csv",
             report_path=tmp_path / "r.json",
         )
@@ -241,12 +243,12 @@ def test_unusable_inputs_stop_with_a_clear_error(folders, tmp_path) -> None:
     with pytest.raises(IngestError, match="no usable image"):
         ingest(
             make_params(tmp_path, only_ct),
-            store_path=tmp_path / "s.npy",
+            store_path=tmp_path / "s",
             manifest_path=tmp_path / "m.csv",
             report_path=tmp_path / "r.json",
         )
     assert read_json(tmp_path / "r.json")["reasons"] == {"modality_not_radiograph": 1}
-    assert not list(tmp_path.glob("s.npy*"))
+    assert not list(tmp_path.glob("s*"))  # neither a store nor a partial one
 
 
 # ----------------------------------------------------------------------------- resizing
@@ -289,41 +291,29 @@ def test_fit_square(fit: str) -> None:
         assert np.allclose(out, 1.0, atol=1e-6)
 
 
-# ----------------------------------------------------------------------------- store
+# ----------------------------------------------------------------------------- streamed manifest
 
 
-def test_store_writer_streams_and_fixes_the_header(tmp_path) -> None:
-    path = tmp_path / "s.npy"
-    with StoreWriter(path, size=8, capacity=1000) as w:
-        for i in range(5):
-            w.append(np.full((8, 8), i / 10, np.float32))
-    arr = open_store(path)
-    assert arr.shape == (5, 8, 8) and arr.dtype == np.float16
-    assert np.allclose(arr[:, 0, 0], np.arange(5) / 10, atol=1e-3)
-    assert path.stat().st_size == 128 + 5 * 8 * 8 * 2  # header + rows: truncated to the count
-    assert np.load(path).shape == (5, 8, 8)  # a plain .npy
-    with pytest.raises(ValueError, match="read-only"):
-        arr[0, 0, 0] = 1
+def test_manifest_streamed_in_chunks_has_the_bytes_of_one_frame(tmp_path) -> None:
+    """CsvStream writes chunk by chunk (a chunk may have every age missing, or none) and gives the
+    bytes of the whole DataFrame written at once; nothing is under the name before close()."""
+    from pipeline.common import CsvStream, write_csv
+    from pipeline.ingest import MANIFEST_DTYPES
 
-
-def test_store_writer_errors_and_abort(tmp_path) -> None:
-    path = tmp_path / "s.npy"
-    with pytest.raises(ValueError, match="capacity 1 exceeded"), StoreWriter(path, size=4, capacity=1) as w:
-        w.append(np.zeros((4, 4)))
-        w.append(np.zeros((4, 4)))
-    assert not path.exists() and not list(tmp_path.iterdir())  # aborted: nothing left behind
-    with pytest.raises(ValueError, match="shape"):
-        StoreWriter(path, size=4, capacity=2).append(np.zeros((5, 4)))
-    np.save(tmp_path / "bad.npy", np.zeros((3, 4, 5), np.float32))
-    with pytest.raises(ValueError, match="not an image store"):
-        open_store(tmp_path / "bad.npy")
-    with pytest.raises(FileNotFoundError, match="run the ingest stage"):
-        open_store(tmp_path / "absent.npy")
-
-
-def test_store_header_survives_shrinking_digit_count(tmp_path) -> None:
-    # capacity has more digits than the final count: the header keeps its reserved length.
-    path = tmp_path / "s.npy"
-    with StoreWriter(path, size=2, capacity=10**9) as w:
-        w.append(np.ones((2, 2)))
-    assert open_store(path).shape == (1, 2, 2)
+    rows = []
+    for i in range(10):
+        rows.append(
+            {c: f'v{i}, "q"\n' for c in MANIFEST_COLUMNS}
+            | {"row": i, "age": None if i < 4 else 40.5 + i, "rows": 64, "columns": 60, "bits_stored": 12}
+        )
+    write_csv(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), tmp_path / "whole.csv")
+    with CsvStream(tmp_path / "streamed.csv", MANIFEST_COLUMNS, MANIFEST_DTYPES, chunk=3) as s:
+        for r in rows:
+            s.append(r)
+        assert not (tmp_path / "streamed.csv").exists()
+    assert s.count == 10
+    assert (tmp_path / "streamed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    with pytest.raises(RuntimeError), CsvStream(tmp_path / "aborted.csv", ["a"], {"a": "int64"}) as s:
+        s.append({"a": 1})
+        raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.csv", "whole.csv"]

@@ -21,6 +21,7 @@ from pipeline import ingest as ingest_module
 from pipeline.dicom import DecodeOptions, Rejection, read_dicom
 from pipeline.ingest import ingest
 from pipeline.params import REPO_ROOT, validate_params
+from pipeline.store import open_store
 
 # The stable reason each class must get (classes whose outcome depends on where the bytes flip
 # are only required to be accounted for).
@@ -70,7 +71,7 @@ def run(corpus, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("out")
     report = ingest(
         _params(out, folder),
-        store_path=out / "images.npy",
+        store_path=out / "images",
         manifest_path=out / "manifest.csv",
         report_path=out / "ingest.json",
     )
@@ -80,7 +81,7 @@ def run(corpus, tmp_path_factory) -> dict:
 def test_every_file_accounted_for_and_images_sane(run) -> None:
     r, out = run["report"], run["out"]
     assert r["seen"] == len(run["made"]) and r["accepted"] + r["rejected"] == r["seen"]
-    images = np.load(out / "images.npy")
+    images = np.asarray(open_store(out / "images"))
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False, na_values=[""])
     assert len(manifest) == r["accepted"] == len(images) > 0
     assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1

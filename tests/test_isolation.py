@@ -48,3 +48,21 @@ def test_one_worker_and_empty_input(tmp_path) -> None:
     assert list(run_isolated([], _work, workers=1)) == []
     out = list(run_isolated([("ok", 2, log), ("crash", 5, log), ("ok", 3, log)], _work, workers=1))
     assert out[0] == 4 and isinstance(out[1], Crashed) and out[2] == 9
+
+
+def test_tasks_are_drawn_lazily_within_the_window(tmp_path) -> None:
+    """A generator of tasks is consumed as results are returned: never more than the window ahead
+    (memory bounded by the window, not by the number of tasks)."""
+    log = str(tmp_path / CALLS_FILE)
+    drawn: list[int] = []
+
+    def tasks():
+        for i in range(40):
+            drawn.append(i)
+            yield ("ok", i, log)
+
+    got = []
+    for k, out in enumerate(run_isolated(tasks(), _work, workers=2, window=4)):
+        got.append(out)
+        assert len(drawn) <= k + 1 + 4  # results returned so far + the window
+    assert got == [i * i for i in range(40)]

@@ -28,6 +28,7 @@ from pipeline.steps.augment import run_augment
 from pipeline.steps.evaluate import run_evaluate
 from pipeline.steps.ingest import run_ingest
 from pipeline.steps.split import run_split
+from pipeline.store import open_store, write_store
 from pipeline.workspace import Workspace
 
 PATIENT_NAME = "Quackenbush^Zebediah"
@@ -229,7 +230,7 @@ def test_augment_step_views_train_only(workspace) -> None:
     params = write_params(workspace.root, raw)
     make_processed(workspace, split)
     run_augment(params, workspace)
-    views = np.load(workspace.path(paths.AUGMENTED_STORE))
+    views = open_store(workspace.path(paths.AUGMENTED_STORE))
     index = pd.read_csv(workspace.path(paths.AUGMENTED_INDEX))
     train = np.flatnonzero(np.array(split) == "train")
     assert views.shape == (len(train) * 2, 16, 16) and views.dtype == np.float16
@@ -306,7 +307,7 @@ def feature_workspace(workspace: Workspace) -> int:
     split = np.select([patient_idx < 12, patient_idx < 16], ["train", "val"], "test")
     proc = workspace.path(paths.PROCESSED)
     proc.mkdir(parents=True)
-    np.save(workspace.store, np.zeros((n, 16, 16), np.float16))
+    write_store(workspace.store, np.zeros((n, 16, 16), np.float16))
     manifest = pd.DataFrame(
         {
             "row": range(n),

@@ -14,6 +14,7 @@ from pipeline.backbones import create_backbone
 from pipeline.dataset import Dataset
 from pipeline.params import REPO_ROOT, Params, validate_params
 from pipeline.predictions import read_predictions
+from pipeline.store import write_store
 from pipeline.strategies import plan_groups
 from pipeline.trained_methods import run_trained_method
 from pipeline.training import (
@@ -85,7 +86,7 @@ def test_auroc_binary_multiclass_and_undefined() -> None:
 def _write_project(root, dataset: Dataset) -> None:
     processed = root / "data" / "processed"
     processed.mkdir(parents=True)
-    np.save(processed / "images.npy", np.asarray(dataset.images, np.float16))
+    write_store(processed / "images", np.asarray(dataset.images, np.float16))
     dataset.manifest.drop(columns="split").to_csv(processed / "manifest.csv", index=False)
     splits = dataset.manifest[["row", "patient", "label", "split"]]
     splits.to_csv(processed / "splits.csv", index=False)

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.store import Images
+
 OUTCOMES = ("TP", "FP", "TN", "FN")
 OUTCOME_NAMES = {
     "TP": "true positive",
@@ -88,7 +90,7 @@ def gradcam_maps(model: Any, layer_name: str, images: np.ndarray, class_idx: int
 
 def run_gradcam(
     model: Any,
-    images: np.ndarray,
+    images: Images,
     test: pd.DataFrame,
     classes: Sequence[str],
     positive_class: str,

@@ -11,7 +11,7 @@ from pipeline.common import get_logger
 from pipeline.contracts import FeaturesInfo, write_contract
 from pipeline.features import extract_features, imagenet_logits
 from pipeline.params import Params
-from pipeline.store import open_store
+from pipeline.store import open_store, store_exists
 from pipeline.workspace import Workspace
 
 log = get_logger("features")
@@ -20,7 +20,7 @@ log = get_logger("features")
 def run_features(params: Params, workspace: Workspace) -> None:
     images = open_store(workspace.require(paths.STORE, "ingest"))
     aug_path = workspace.path(paths.AUGMENTED_STORE)
-    augmented = open_store(aug_path) if aug_path.exists() else None
+    augmented = open_store(aug_path) if store_exists(aug_path) else None
     if augmented is None:
         log.info("no %s: embedding the store only", paths.AUGMENTED_STORE)
 
