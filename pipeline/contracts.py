@@ -133,6 +133,20 @@ class IngestReport(IngestBlock):
 # ------------------------------------------------------------------- reports/split.json
 
 
+class PatientDemographics(Contract):
+    """One record per patient (`pipeline.splits.patient_demographics`): sex = the most frequent
+    known value of the patient's images, age = the lowest known age (earliest study)."""
+
+    patients: int
+    patients_with_label: dict[str, int] = Field(description="patients with at least one image of the label")
+    sex: dict[str, int] = Field(description="patients per sex (U: unknown)")
+    age_mean: Num
+    age_sd: Num = Field(description="sample SD (ddof 1); null for fewer than 2 known ages")
+    age_min: Num
+    age_max: Num
+    age_unknown: int = Field(description="patients without a known age")
+
+
 class SplitStats(Contract):
     patients: int
     images: int
@@ -143,6 +157,7 @@ class SplitStats(Contract):
     age_unknown: int
     max_patient_share: Num = Field(default=None, description="images of the largest patient / images")
     max_patient_images: int | None = None
+    per_patient: PatientDemographics | None = None
 
 
 class SplitSettings(Contract):

@@ -16,7 +16,7 @@ import report_inputs as RI
 
 from pipeline import paths
 from pipeline.report import render as R
-from pipeline.report.gradcam import GradcamUnavailable, pipeline_gradcam, select_cases
+from pipeline.report.gradcam import pipeline_cams, select_cases
 
 
 def _render(root: Path, params, gradcam: bool) -> tuple[str, str, R.ReportInputs]:
@@ -24,10 +24,7 @@ def _render(root: Path, params, gradcam: bool) -> tuple[str, str, R.ReportInputs
     fig_dir = root / paths.FIGURES / "report"
     fig_dir.mkdir(parents=True, exist_ok=True)
     if gradcam:
-        try:
-            inp.gradcam = pipeline_gradcam(root, params, inp.evaluation, fig_dir / "gradcam.png")
-        except GradcamUnavailable as err:
-            inp.gradcam_note = str(err)
+        inp.cams, inp.cam_notes = pipeline_cams(root, params, inp.evaluation, fig_dir)
     html, md = R.write_report(inp, root / paths.REPORT_HTML, root / paths.REPORT_MD, fig_dir)
     return html.read_text(encoding="utf-8"), md.read_text(encoding="utf-8"), inp
 
@@ -45,7 +42,7 @@ def full(tmp_path_factory):
 def sparse(tmp_path_factory):
     """No external set, no diagnostics, no fine-tuned model."""
     root = tmp_path_factory.mktemp("sparse")
-    params, _ = RI.build(root, external=False, with_model=False, with_diagnostics=False)
+    params, _ = RI.build(root, external=False, with_model=False, with_diagnostics=False, with_sources=False)
     html, md, inp = _render(root, params, gradcam=True)
     return root, html, md, inp
 
@@ -65,7 +62,8 @@ def test_html_has_every_section_and_is_self_contained(full) -> None:
         assert title in html
     assert not re.search(r"<script|<link|<iframe|<object|@import", html, re.I)
     srcs = re.findall(r'\bsrc="([^"]*)"', html)
-    assert len(srcs) >= 10  # roc, pr, calibration, confusion, 4 diagnose, augment preview, Grad-CAM
+    # roc, pr, calibration, confusion, 4 diagnose, augment preview, 2 CAMs, 3 introspection
+    assert len(srcs) >= 14
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert all(h.startswith("#") for h in re.findall(r'\bhref="([^"]*)"', html))
     assert all(u.startswith("data:") for u in re.findall(r"url\(\s*['\"]?([^)'\"]*)", html))
@@ -104,66 +102,19 @@ def test_numbers_come_from_the_json_reports(full) -> None:
     assert "1e-06" in _section_html(html, "model-cards")  # the 2:4:6 rule's bottom learning rate
 
 
-def test_summary_is_hedged_when_the_paired_interval_includes_zero(full) -> None:
+def test_summary_is_the_answer_with_overfitting_lines_and_no_second_verdict(full) -> None:
+    from pipeline.report.answer import answer
+
     _, html, _, inp = full
-    summary = _section_html(html, "summary")
-    answers = R.summary_answers(inp)
-    assert len(answers) == 2 and all(a in html_lib.unescape(summary) for a in answers)
-    comps = {(c["path_a"], c["path_b"]): c for c in inp.evaluation["comparisons"]["test"]}
-    aurocs = {
-        p: inp.evaluation["results"][p]["splits"]["test"]["auroc"]["value"] for p in ("linear", "finetune", "scratch")
-    }
-    best, runner = sorted(aurocs, key=lambda p: -aurocs[p])[:2]
-    c = comps.get((best, runner)) or comps[(runner, best)]
-    if c["ci_low"] <= 0 <= c["ci_high"]:
-        assert "do not separate them" in answers[1]
-    else:
-        assert "do not separate them" not in answers[1]
-    # Constructed cases with known answers.
-    fake = R.ReportInputs(params=inp.params)
-    fake.evaluation = {
-        "paths": ["linear", "finetune", "scratch"],
-        "splits": ["test"],
-        "results": {
-            p: {
-                "splits": {
-                    "test": {
-                        "n": 50,
-                        "n_patients": 40,
-                        "n_positive": 20,
-                        "auroc": {"value": v, "ci_low": v - 0.1, "ci_high": min(1, v + 0.1)},
-                    }
-                }
-            }
-            for p, v in (("linear", 0.80), ("finetune", 0.82), ("scratch", 0.60))
-        },
-        "comparisons": {
-            "test": [
-                {
-                    "path_a": "scratch",
-                    "path_b": "finetune",
-                    "difference": -0.22,
-                    "ci_low": -0.35,
-                    "ci_high": -0.09,
-                    "p_value": 0.001,
-                },
-                {
-                    "path_a": "linear",
-                    "path_b": "finetune",
-                    "difference": -0.02,
-                    "ci_low": -0.08,
-                    "ci_high": 0.04,
-                    "p_value": 0.5,
-                },
-            ]
-        },
-    }
-    help_, best_ = R.summary_answers(fake)
-    assert help_.startswith("Does the pretrained backbone help? Yes")
-    assert "difference 0.220 (95% CI 0.090 to 0.350" in help_  # sign flipped to finetune - scratch
-    assert "finetune has the highest point estimate" in best_ and "do not separate them" in best_
-    fake.evaluation["comparisons"]["test"][0].update(ci_low=-0.3, ci_high=0.05)
-    assert "Not shown" in R.summary_answers(fake)[0]
+    summary = html_lib.unescape(_section_html(html, "summary"))
+    titles = {s: R.split_title(inp, s) for s in inp.evaluation["splits"]}
+    answers = answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles)
+    assert [a["split"] for a in answers] == ["test", "external/site-b"]
+    for a in answers:
+        assert f"The answer: {a['title']}" in summary and " ".join(a["sentences"]) in summary
+    assert "Which path is best?" not in summary and "Does the pretrained backbone help?" not in summary
+    assert summary.count("The answer:") == len(answers)  # one answer per split, no duplicate verdict
+    assert inp.diagnostics["verdicts"]["scratch"]["text"] in summary
 
 
 def test_markdown_has_the_same_sections_and_relative_figures(full) -> None:
@@ -174,27 +125,40 @@ def test_markdown_has_the_same_sections_and_relative_figures(full) -> None:
     assert "data:image" not in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert "figures/report/roc.png" in links and "figures/diagnose/learning_curve.png" in links
-    assert "figures/report/gradcam.png" in links
+    assert {"figures/report/cam_finetune.png", "figures/report/cam_linear.png"} <= set(links)
+    assert "introspection/figures/units_head_conv.png" in links
     for link in links:
         assert not link.startswith(("/", "http")) and (root / paths.REPORTS / link).is_file()
 
 
-def test_gradcam_section_lists_cases_by_row_only(full) -> None:
-    _, html, _, inp = full
-    g = inp.gradcam
-    assert g is not None and g.layer == "cam" and g.target_class == "abnormal"
+def test_cam_section_lists_cases_by_row_with_true_and_predicted_labels(full) -> None:
+    _, html, md, inp = full
+    assert set(inp.cams) == {"finetune", "linear"} and inp.cam_notes == {}
     sec = _section_html(html, "gradcam")
-    for c in g.cases:
-        assert f"<td>{c['row']}</td>" in sec
-    assert "manifest row" in sec and "Not available" not in sec
-    assert {c["outcome"] for c in g.cases} | set(g.missing_outcomes) == {"TP", "FP", "TN", "FN"}
+    assert "No map for" not in sec
+    for method, g in inp.cams.items():
+        assert g.target_class == "abnormal" and g.figure.name == f"cam_{method}.png"
+        assert {c["outcome"] for c in g.cases} | set(g.missing_outcomes) == {"TP", "FP", "TN", "FN"}
+        for c in g.cases:
+            row = f"<td>{c['row']}</td><td>{c['label']}</td><td>{c['predicted']}</td>"
+            assert row in sec
+            assert c["predicted"] == ("abnormal" if c["outcome"] in ("TP", "FP") else "normal")
+        assert f"figures/report/cam_{method}.png" in md
+    assert inp.cams["finetune"].layer == "cam" and inp.cams["finetune"].scale[0] == 0.0
+    lo, hi = inp.cams["linear"].scale
+    assert lo == -hi < 0  # signed map: one symmetric scale
 
 
 def test_missing_inputs_are_said_not_skipped(sparse) -> None:
     _, html, md, inp = sparse
     for sid, _ in R.SECTIONS:
         assert f'<section id="{sid}">' in html
-    assert "fine-tuned model models/finetune/best.pt is missing" in _section_html(html, "gradcam")
+    cams = _section_html(html, "gradcam")
+    assert "fine-tuned model models/finetune/best.pt is missing" in cams
+    assert "linear model models/linear/model.joblib is missing" in cams
+    assert "Introspection unavailable" in _section_html(html, "introspection")
+    assert "Transferability ranking unavailable" in _section_html(html, "transferability")
+    assert "No data fingerprint" in _section_html(html, "data-sources")
     assert "Not available" in _section_html(html, "overfitting")
     assert "no external set is configured" in _section_html(html, "results")
     assert "No external" in _section_html(html, "summary")
@@ -275,7 +239,7 @@ def test_screenshot_in_headless_chromium(full, tmp_path) -> None:
     dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90, check=False).stdout
     for sid, _ in R.SECTIONS:
         assert f'<section id="{sid}">' in dom, f"section {sid} missing from the rendered DOM"
-    assert dom.count("<img") >= 10
+    assert dom.count("<img") >= 14
 
 
 def test_markdown_fences_survive_fenced_attribution_text(full) -> None:
