@@ -143,7 +143,10 @@ def _card(path: str, epochs: int | None, best: int | None) -> dict:
             {"name": "head", "lr": 1e-2, "n_params": 2562, "trainable": True},
         ]
         if path in ("finetune", VARIANT)
-        else [{"name": "all", "lr": 1e-2, "n_params": 203562, "trainable": True}]
+        else [
+            {"name": "body", "lr": 1e-2, "n_params": 201000, "trainable": True},
+            {"name": "head", "lr": 1e-2, "n_params": 2562, "trainable": True},
+        ]
         if path == "scratch"
         else []
     )

@@ -280,3 +280,119 @@ def test_reproducibility_says_what_is_missing(full) -> None:
     assert "Not reproducible from a commit as it stands" in section
     assert "not a git checkout" in section and "no dvc.lock" in section
     assert "Reproducible from this commit" not in section
+
+
+def _rows(section: str) -> list[list[str]]:
+    """Every table body row of an HTML section as its cells' text (header rows left out)."""
+    rows = [
+        [html_lib.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", tr, re.S)]
+        for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)
+    ]
+    return [r for r in rows if r]
+
+
+def test_every_method_is_listed_main_three_first_with_its_description(full) -> None:
+    from pipeline.strategies import get_strategy
+
+    _, html, _, inp = full
+    order = ["linear", "finetune", "scratch", RI.VARIANT]
+    assert R.evaluated_methods(inp) == order
+    for sid in ("results", "validation", "confusion"):
+        firsts = [r[0] for r in _rows(_section_html(html, sid)) if r and r[0] in order]
+        assert list(dict.fromkeys(firsts)) == order, sid
+    pairs = {(r[0], r[1]) for r in _rows(_section_html(html, "comparisons")) if len(r) > 1}
+    assert ("finetune", RI.VARIANT) in pairs and ("linear", "scratch") in pairs
+    assert RI.VARIANT in {r[0] for r in _rows(_section_html(html, "subgroups")) if r}
+    cards = html_lib.unescape(_section_html(html, "model-cards"))
+    assert all(f"{m}: {get_strategy(m).summary}" in cards for m in order)
+    arch = _rows(_section_html(html, "introspection"))
+    head = next(r for r in arch if r[1:2] == ["head"])
+    assert head[-4:] == ["frozen", "0.01", "0.01 (chosen on val)", "0.01"]  # linear, finetune, scratch, dlr_234
+
+
+def test_checklist_is_decided_from_the_inputs(full, sparse) -> None:
+    from pipeline.report.sections.checklist import CHECKLIST, checklist_rows
+
+    def status(html: str) -> dict[str, str]:
+        return {r[0]: r[1] for r in _rows(_section_html(html, "checklist"))}
+
+    full_status, sparse_status = status(full[1]), status(sparse[1])
+    assert len(full_status) == len(sparse_status) == len(CHECKLIST)
+    # The synthetic run is no git checkout: the code item is the one not reported.
+    assert [k for k, v in full_status.items() if v != "reported"] == [
+        "Code availability and its commit (TRIPOD+AI 18; CLAIM 41-42)"
+    ]
+    missing = {k for k, v in sparse_status.items() if v == "not reported"}
+    for item in ("External validation", "Architecture", "Choice of the pretrained model", "Interpretability",
+                 "Robustness and overfitting", "External sets' provenance"):  # fmt: skip
+        assert any(k.startswith(item) for k in missing), item
+    section = _section_html(full[1], "checklist")
+    code_row = next(tr for tr in re.findall(r"<tr[^>]*>.*?</tr>", section, re.S) if "Code availability" in tr)
+    assert '<a href="#validation">' in section and "href" not in code_row and 'class="flagged"' in code_row
+    # One input taken away flips exactly its item.
+    inp = full[3]
+    params = inp.params.model_copy(update={"data": inp.params.data.model_copy(update={"label_definition": None})})
+    rows = checklist_rows(R.ReportInputs(**{**inp.__dict__, "params": params}), {})
+    why = {item: w for item, _, w in rows}
+    assert why["Reference standard: the label definition (TRIPOD+AI 7; CLAIM 15-17)"] == (
+        "data.label_definition is not set"
+    )
+
+
+def test_demographics_are_per_patient_and_missing_values_are_explained(full) -> None:
+    _, html, _, inp = full
+    sec = _section_html(html, "demographics")
+    rows = {r[0]: r[1:] for r in _rows(sec)}
+    stats = inp.split.splits
+    assert rows["patients"] == [str(stats[k].per_patient.patients) for k in ("train", "val", "test", "external/site-b")]
+    test = stats["test"].per_patient
+    assert rows["age mean ± SD (years)"][2] == f"{test.age_mean:.1f} ± {test.age_sd:.1f}"
+    assert rows["age range (years)"][2] == f"{test.age_min:.1f}–{test.age_max:.1f}"
+    assert rows["age unknown (patients)"][2] == str(test.age_unknown)
+    assert rows["sex U"][2] == str(test.sex["U"])
+    assert "PatientAge absent" in sec and "recorded as U (unknown)" in sec
+    assert f"test: age unknown for {stats['test'].age_unknown} of {stats['test'].images} images" in sec
+    flow = _rows(_section_html(html, "patient-flow"))
+    test_row = next(r for r in flow if r and r[0] == "test")
+    assert test_row[3:7] == [str(stats["test"].labels["normal"]), str(stats["test"].labels["abnormal"])] + [
+        str(test.patients_with_label["normal"]),
+        str(test.patients_with_label["abnormal"]),
+    ]
+    assert inp.params.data.label_definition.split(";")[0] in html_lib.unescape(_section_html(html, "patient-flow"))
+
+
+def test_validation_section_reads_the_operating_point_on_val(full) -> None:
+    _, html, _, inp = full
+    rows = {r[0]: r for r in _rows(_section_html(html, "validation"))}
+    op = inp.evaluation["results"]["finetune"]["operating_point"]
+    val = op["val"]
+    s = val["sensitivity"]
+    assert rows["finetune"][2] == f"{op['threshold']:.3f}"
+    assert rows["finetune"][5] == f"{s['value']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) {s['k']}/{s['n']}"
+    assert rows["finetune"][4].startswith(f"{val['prevalence']:.3f}")
+
+
+def test_network_sections_embed_the_stage_figures_and_the_ranking(full) -> None:
+    root, html, _, inp = full
+    intro = _section_html(html, "introspection")
+    assert intro.count("<img") == 2 + len(inp.introspection.units.figures)
+    for g in inp.introspection.architecture.groups:
+        assert f"<td>{g.name}</td>" in intro
+    tr = inp.transferability
+    rows = _rows(_section_html(html, "transferability"))
+    ranked = [r[1] for r in rows if r and r[0].isdigit()]
+    assert ranked == [c.name for c in tr.ranking]
+    best = next(c for c in tr.candidates if c.name == tr.ranking[0].name)
+    assert rows[0][3] == f"{best.score:.4f}" and rows[0][8] == f"{best.seconds:.1f}"
+    assert "cannot be computed" in _section_html(html, "transferability")
+
+
+def test_provenance_and_code_location_come_from_the_inputs(full) -> None:
+    _, html, _, inp = full
+    sec = html_lib.unescape(_section_html(html, "data-sources"))
+    for s in inp.sources.sets:
+        assert s.dicom_dir_md5 in sec and s.labels_csv_md5 in sec
+    assert "Adult PA radiographs, hospital B, 2019" in sec
+    repro = html_lib.unescape(_section_html(html, "reproducibility"))
+    assert f"checkout {inp.repro['record']['code']['checkout']}" in repro
+    assert "no git remote configured" in repro
