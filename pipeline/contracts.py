@@ -157,6 +157,20 @@ class StoreIndex(Contract):
 # ------------------------------------------------------------------- reports/split.json
 
 
+class PatientDemographics(Contract):
+    """One record per patient (`pipeline.splits.patient_demographics`): sex = the most frequent
+    known value of the patient's images, age = the lowest known age (earliest study)."""
+
+    patients: int
+    patients_with_label: dict[str, int] = Field(description="patients with at least one image of the label")
+    sex: dict[str, int] = Field(description="patients per sex (U: unknown)")
+    age_mean: Num
+    age_sd: Num = Field(description="sample SD (ddof 1); null for fewer than 2 known ages")
+    age_min: Num
+    age_max: Num
+    age_unknown: int = Field(description="patients without a known age")
+
+
 class SplitStats(Contract):
     patients: int
     images: int
@@ -167,6 +181,7 @@ class SplitStats(Contract):
     age_unknown: int
     max_patient_share: Num = Field(default=None, description="images of the largest patient / images")
     max_patient_images: int | None = None
+    per_patient: PatientDemographics | None = None
 
 
 class SplitSettings(Contract):
@@ -1080,6 +1095,140 @@ class Recommendation(Contract):
     text: str = Field(description="the recommendation in plain words")
 
 
+# ------------------------------------------------------------------- reports/introspection/introspection.json
+
+
+class ArchitectureGroup(Contract):
+    index: int
+    name: str
+    output_shape: list[int] = Field(description="(1, C, h, w) of the group's output (torchinfo)")
+    n_params: int
+    mult_adds: int
+
+
+class Architecture(Contract):
+    backbone: str
+    input_shape: list[int]
+    groups: list[ArchitectureGroup] = Field(description="layer groups in forward order, the head last")
+    total_params: int
+    total_mult_adds: int
+    summary_library: str
+
+
+class PlanGroup(Contract):
+    group: str
+    trains: bool
+    lr: float | None = Field(description="null when frozen, or when the rate is chosen during training")
+
+
+class TrainingPlan(Contract):
+    groups: list[PlanGroup]
+    note: str
+
+
+class IntrospectionWeights(Contract):
+    before: str = Field(description="the pretrained weights")
+    after: str = Field(description="the fine-tuned checkpoint")
+
+
+class FirstLayer(Contract):
+    shape: list[int]
+    relative_change: Num = Field(description="||after - before|| / ||before|| of the first convolution")
+    figure: str
+
+
+class FeatureMaps(Contract):
+    row: int = Field(description="manifest row of the radiograph shown")
+    groups: list[str]
+    channels: int
+    figure: str
+
+
+class UnitState(Contract):
+    """One unit under one network (`before` = pretrained, `after` = fine-tuned)."""
+
+    top_rows: list[int] = Field(description="manifest rows of the most activating training radiographs")
+    top_activations: list[float]
+    actmax_start: float = Field(description="mean activation on the starting grey image")
+    actmax_final: float = Field(description="... on the activation-maximisation image")
+    reconstruction_row: int = Field(description="manifest row of the guided-backprop radiograph")
+    mean_activation: float = Field(description="over the train split")
+
+
+class Unit(Contract):
+    group: str
+    channel: int
+    before: UnitState
+    after: UnitState
+
+
+class Units(Contract):
+    selection: str
+    reconstruction: str
+    groups: dict[str, list[Unit]] = Field(description="by layer group")
+    figures: dict[str, str] = Field(description="layer group -> PNG under the project root")
+
+
+class Introspection(Contract):
+    """reports/introspection/introspection.json (stage `introspect`)."""
+
+    backbone: str
+    weights_source: IntrospectionWeights
+    image_size: int
+    n_train: int
+    architecture: Architecture
+    training: dict[str, TrainingPlan] = Field(description="by method")
+    first_layer: FirstLayer
+    feature_maps: FeatureMaps
+    units: Units
+    wall_time_s: float
+    timing_s: dict[str, float]
+
+
+# ------------------------------------------------------------------- reports/transferability.json
+
+
+class CandidateScore(Contract):
+    name: str = Field(description="backbone registry name")
+    status: Literal["scored", "skipped"]
+    reason: str | None = Field(description="why it was skipped")
+    score: Num = Field(description="LogME (higher: the features fit the labels better)")
+    feature_dim: int | None
+    n_train: int | None
+    seconds: Num = Field(description="embedding (when done here) + LogME")
+    embed_seconds: Num = Field(description="null: features reused from the features stage")
+    logme_seconds: Num
+    features_from: str | None
+    weights_source: str | None
+
+
+class RankedCandidate(Contract):
+    rank: int
+    name: str
+    score: float
+
+
+class RankCorrelation(Contract):
+    candidates: list[str] = Field(description="scored candidates with a linear val AUROC")
+    val_auroc: dict[str, float] = Field(description="by candidate")
+    rho: Num = Field(description="Spearman; null when it cannot be computed (`note` says why)")
+    p_value: Num
+    note: str
+
+
+class Transferability(Contract):
+    """reports/transferability.json (stage `transferability`)."""
+
+    method: str
+    split: str
+    n_train: int
+    image_size: int
+    candidates: list[CandidateScore] = Field(description="in strategies.candidates order")
+    ranking: list[RankedCandidate] = Field(description="scored candidates, best first")
+    correlation_with_val_auroc: RankCorrelation
+    wall_time_s: float
+
+
 # ------------------------------------------------------------------- registry and I/O
 
 
@@ -1107,6 +1256,8 @@ FILES: dict[str, type[BaseModel]] = {
     str(paths.METRICS): Metrics,
     str(paths.DIAGNOSTICS): Diagnostics,
     str(paths.RECOMMENDATION): Recommendation,
+    str(paths.INTROSPECTION): Introspection,
+    str(paths.TRANSFERABILITY): Transferability,
 }
 
 

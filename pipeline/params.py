@@ -79,6 +79,9 @@ class Data(_Section):
     labels_csv: str = Field(min_length=1)
     classes: list[str] = Field(min_length=2)
     positive_class: str | None = None
+    # What each class means and how the labels were obtained (reference standard); quoted by the
+    # report. None: the report says the definition is not given.
+    label_definition: str | None = None
     external: Annotated[list[ExternalSet], BeforeValidator(_external_sets)] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -42,6 +42,10 @@ DIAGNOSTICS = REPORTS / "diagnostics.json"
 RECOMMENDATION = REPORTS / "recommendation.json"
 REPORT_HTML = REPORTS / "report.html"
 REPORT_MD = REPORTS / "report.md"
+INTROSPECTION_DIR = REPORTS / "introspection"
+INTROSPECTION = INTROSPECTION_DIR / "introspection.json"
+INTROSPECTION_FIGURES = INTROSPECTION_DIR / "figures"
+TRANSFERABILITY = REPORTS / "transferability.json"
 
 PATHS = ("linear", "finetune", "scratch")  # the three main transfer methods, in report order
 

@@ -15,6 +15,7 @@ Anything that fails is listed under ``missing`` in plain words; the report quote
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,22 @@ def _is_output(path: str, outputs: list[str]) -> bool:
     return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outputs)
 
 
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+
+
+def code_location(root: Path) -> dict[str, Any]:
+    """Where the code lives: the checkout, its branch and its first git remote (credentials in
+    the remote's address removed), or None for what git cannot tell."""
+    remotes = (_git(root, "remote") or "").split()
+    remote = None
+    if remotes:
+        name = "origin" if "origin" in remotes else remotes[0]
+        url = (_git(root, "remote", "get-url", name) or "").strip()
+        remote = _USERINFO.sub(r"\1", url) or None
+    branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
+    return {"checkout": str(Path(root).resolve()), "branch": branch, "remote": remote}
+
+
 def git_state(root: Path) -> dict[str, Any]:
     """HEAD commit and the uncommitted files, split into inputs and the pipeline's own outputs."""
     head = _git(root, "rev-parse", "HEAD")
@@ -82,6 +99,7 @@ def reproducibility_record(root: Path, sources: Sources | None) -> dict[str, Any
     lock = root / "dvc.lock"
     record: dict[str, Any] = {
         "git": git,
+        "code": code_location(root),
         "dvc_lock_sha256": file_sha256(lock) if lock.is_file() else None,
         "data": [
             s.model_dump(include={"name", "dicom_dir", "labels_csv", "dicom_dir_md5", "n_files", "labels_csv_md5"})
@@ -104,4 +122,4 @@ def reproducibility_record(root: Path, sources: Sources | None) -> dict[str, Any
     return record
 
 
-__all__ = ["git_state", "pipeline_outputs", "reproducibility_record"]
+__all__ = ["code_location", "git_state", "pipeline_outputs", "reproducibility_record"]

@@ -185,9 +185,47 @@ def _counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(filled.value_counts().items())}
 
 
+KNOWN_SEXES = ("M", "F", "O")
+
+
+def _mode(values: pd.Series) -> str:
+    """The most frequent value (ties: the alphabetically first)."""
+    counts = values.value_counts()
+    return str(min(counts.index[counts == counts.max()]))
+
+
+def patient_demographics(part: pd.DataFrame) -> dict[str, Any]:
+    """Demographics with one record per **patient** (images of one patient are not independent
+    people): the patient's sex is the most frequent known value (M/F/O) among their images (ties:
+    alphabetical; U when none is known), their age the lowest known age (the earliest study;
+    unknown when no image has one). ``patients_with_label`` counts the patients with at least one
+    image of each label (a patient with both counts for both)."""
+    patients = part["patient"].astype(str)
+    sex_counts: dict[str, int] = {}
+    if "sex" in part:
+        sex = part["sex"].astype(object).where(part["sex"].notna(), "U").astype(str).str.upper()
+        known = sex[sex.isin(KNOWN_SEXES)]
+        per_patient = known.groupby(patients[known.index]).agg(_mode).reindex(patients.unique(), fill_value="U")
+        sex_counts = {str(k): int(v) for k, v in sorted(per_patient.value_counts().items())}
+    ages = pd.to_numeric(part["age"], errors="coerce") if "age" in part else pd.Series(np.nan, index=part.index)
+    age = ages.groupby(patients).min().dropna()
+    labels = part.groupby("label")["patient"].nunique()
+    return {
+        "patients": int(patients.nunique()),
+        "patients_with_label": {str(k): int(v) for k, v in sorted(labels.items())},
+        "sex": sex_counts,
+        "age_mean": round(float(age.mean()), 2) if len(age) else None,
+        "age_sd": round(float(age.std(ddof=1)), 2) if len(age) > 1 else None,
+        "age_min": round(float(age.min()), 2) if len(age) else None,
+        "age_max": round(float(age.max()), 2) if len(age) else None,
+        "age_unknown": int(patients.nunique() - len(age)),
+    }
+
+
 def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) -> dict[str, Any]:
-    """Per split: patients, images, the largest patient's share of the images, and image counts
-    per label, sex and view; plus checks (incl. the patients forced to train, from
+    """Per split: patients, images, the largest patient's share of the images, image counts per
+    label, sex and view, and the same demographics per patient (:func:`patient_demographics`);
+    plus checks (incl. the patients forced to train, from
     ``splits.attrs["forced_to_train"]`` when :func:`make_splits` made it)."""
     assert_patient_disjoint(splits)
     merged = splits.merge(manifest.drop(columns=["patient", "label"]), on="row", how="left")
@@ -209,6 +247,7 @@ def split_report(splits: pd.DataFrame, manifest: pd.DataFrame, **settings: Any) 
             "age_mean": round(float(ages.mean()), 2) if ages.notna().any() else None,
             "age_unknown": int(ages.isna().sum()),
             **shares.get(name, {}),
+            "per_patient": patient_demographics(part),
         }
     internal_patients = set(merged.loc[merged["split"].isin(SPLITS), "patient"])
     external_patients = set(external["patient"])
@@ -232,6 +271,7 @@ __all__ = [
     "SplitError",
     "assert_patient_disjoint",
     "make_splits",
+    "patient_demographics",
     "patient_majority_labels",
     "patient_shares",
     "split_report",

@@ -28,6 +28,7 @@ PLANTED_ID = "PID-7734-SECRET"
 PLANTED_DATE = "19650412"
 SALT = "very-secret-salt-xyz"
 CLASSES = ("normal", "abnormal")
+VARIANT = "dlr_234"  # one variant of the strategy menu, evaluated and reported like the main three
 
 
 def make_params(root: Path, external: bool = True) -> tuple[Any, dict]:
@@ -50,6 +51,13 @@ def make_params(root: Path, external: bool = True) -> tuple[Any, dict]:
     raw["evaluate"]["bootstrap_samples"] = 100
     raw["evaluate"]["min_subgroup_size"] = 10
     raw["report"]["gradcam_per_outcome"] = 1
+    raw["strategies"]["candidates"] = ["efficientnet_lite0", "efficientnet_lite1"]
+    raw["strategies"]["variants"] = [VARIANT]
+    raw["introspect"].update(
+        last_groups=1, units_per_group=1, top_k=2, steps=2, feature_map_depths=2, feature_map_channels=3, batch_size=40
+    )
+    raw["train"]["num_threads"] = 1
+    raw["features"]["batch_size"] = 32
     return validate_params(raw), raw
 
 
@@ -135,8 +143,11 @@ def _card(path: str, epochs: int | None, best: int | None) -> dict:
             {"name": "middle", "lr": 1e-4, "n_params": 200000, "trainable": True},
             {"name": "head", "lr": 1e-2, "n_params": 2562, "trainable": True},
         ]
-        if path == "finetune"
-        else [{"name": "all", "lr": 1e-2, "n_params": 203562, "trainable": True}]
+        if path in ("finetune", VARIANT)
+        else [
+            {"name": "body", "lr": 1e-2, "n_params": 201000, "trainable": True},
+            {"name": "head", "lr": 1e-2, "n_params": 2562, "trainable": True},
+        ]
         if path == "scratch"
         else []
     )
@@ -183,8 +194,36 @@ def _card(path: str, epochs: int | None, best: int | None) -> dict:
     }
 
 
+def _sources(root: Path, params: Any) -> None:
+    """data/sources.json as the sources stage writes it (fingerprints made up, shape real)."""
+    from pipeline.sources import SOURCES_FILE
+
+    sets = [("internal", "internal", params.data.dicom_dir, params.data.labels_csv, None)] + [
+        (e.name, "external", e.dicom_dir, e.labels_csv, e.description) for e in params.data.external
+    ]
+    doc = {
+        "schema_version": 1,
+        "hash": "md5 (DVC)",
+        "sets": [
+            {
+                "name": name,
+                "role": role,
+                "dicom_dir": d,
+                "labels_csv": csv,
+                "description": desc,
+                "dicom_dir_md5": f"{i:032x}.dir",
+                "n_files": 10 + i,
+                "size_bytes": 2**20 * (i + 1),
+                "labels_csv_md5": f"{i + 100:032x}",
+            }
+            for i, (name, role, d, csv, desc) in enumerate(sets)
+        ],
+    }
+    write_contract(root / SOURCES_FILE, C.Sources, doc)
+
+
 def build(
-    root: Path, external: bool = True, with_model: bool = True, with_diagnostics: bool = True
+    root: Path, external: bool = True, with_model: bool = True, with_diagnostics: bool = True, with_sources: bool = True
 ) -> tuple[Any, dict]:
     """Write a full set of synthetic pipeline outputs under ``root``; return (params, raw params)."""
     from pipeline import diagnostics as D
@@ -200,7 +239,7 @@ def build(
     man[["row", "patient", "label", "split"]].to_csv(root / paths.SPLITS, index=False)
     y = (man["label"] == "abnormal").to_numpy()
     preds = {}
-    for path, signal in (("linear", 1.2), ("finetune", 1.6), ("scratch", 0.4)):
+    for path, signal in (("linear", 1.2), ("finetune", 1.6), ("scratch", 0.4), (VARIANT, 1.0)):
         z = signal * (2 * y - 1) + rng.normal(0, 1, len(man))
         pr = 1 / (1 + np.exp(-z))
         df = man[["row", "file", "split", "source", "label"]].copy()
@@ -286,7 +325,12 @@ def build(
             "train_auroc": 0.86,
         },
     }
-    for k, v in logs.items():
+    logs_all = {
+        **logs,
+        VARIANT: {**logs["finetune"], "model_card": _card(VARIANT, 5, 5), "history": _history(5, 0.66, 0.03, None)},
+    }
+    logs_all[VARIANT]["best_epoch"] = 5
+    for k, v in logs_all.items():
         write_contract(root / paths.train_log(k), C.train_log_model(k), v)
     write_contract(
         root / paths.FEATURES_INFO,
@@ -301,6 +345,8 @@ def build(
         (root / folder / "ATTRIBUTION.md").write_text(
             f"# Attribution\n\n{text}\n\n```\npython -m pipeline.importer\n```\n"
         )
+    if with_sources:
+        _sources(root, params)
     (root / paths.FIGURES).mkdir(parents=True, exist_ok=True)
     figures.plot_validation_curve(
         D.linear_validation_curve(logs["linear"], D.Rules(2, 0.05, 0.15)), root / paths.FIGURES / "augment_preview.png"
@@ -361,14 +407,45 @@ def build(
     images = rng.random((len(man), 32, 32)).astype(np.float16)
     write_store(root / paths.STORE, images)
     if with_model:
-        import torch
-
-        from pipeline.backbones import create_backbone
-        from pipeline.training import save_trained
-
-        torch.manual_seed(0)
-        model = create_backbone(params.backbone, 2, pretrained=False)
-        out = root / paths.MODELS / "finetune" / "best.pt"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_trained(out, SimpleNamespace(model=model, model_card=_card("finetune", 6, 4)), CLASSES, params.backbone)
+        _models_and_network_reports(root, params, man, images)
     return params, raw
+
+
+def _models_and_network_reports(root: Path, params: Any, man: pd.DataFrame, images: np.ndarray) -> None:
+    """A saved fine-tuned model and a real linear model on real frozen features (for the class
+    activation maps), then the real introspect and transferability stages on them."""
+    import joblib
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pipeline.backbones import create_backbone
+    from pipeline.features import embed, prepare_frozen
+    from pipeline.steps.introspect import run_introspect
+    from pipeline.steps.linear import MODEL
+    from pipeline.steps.transferability import run_transferability
+    from pipeline.training import save_trained
+    from pipeline.workspace import Workspace
+
+    torch.manual_seed(0)
+    model = create_backbone(params.backbone, 2, pretrained=False)
+    out = root / paths.MODELS / "finetune" / "best.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_trained(out, SimpleNamespace(model=model, model_card=_card("finetune", 6, 4)), CLASSES, params.backbone)
+
+    frozen = prepare_frozen(create_backbone(params.backbone, 2), torch.device("cpu"))
+    feats, _ = embed(frozen, np.asarray(images), 64)
+    np.save(root / paths.FEATURES, feats)
+    info = features_info(feats.shape[1], 32, len(man), 0, weights_source=frozen.weights_source)
+    info["weights_sha256"] = frozen.weights_sha256
+    write_contract(root / paths.FEATURES_INFO, C.FeaturesInfo, info)
+    train = (man["split"] == "train").to_numpy()
+    y = (man["label"] == "abnormal").to_numpy().astype(int)
+    linear = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=500)).fit(feats[train], y[train])
+    (root / MODEL).parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(linear, root / MODEL)
+
+    ws = Workspace(root)
+    run_introspect(params, ws)
+    run_transferability(params, ws)

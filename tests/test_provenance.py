@@ -91,3 +91,15 @@ def test_outside_git_and_without_dvc_lock(tmp_path) -> None:
 def test_outputs_come_from_dvc_yaml(tmp_path) -> None:
     root = _project(tmp_path)
     assert pipeline_outputs(root) == ["dvc.lock", "models/m.pt", "reports/r.json", "reports/metrics.json"]
+
+
+def test_code_location_names_branch_and_remote_without_credentials(tmp_path) -> None:
+    from pipeline.provenance import code_location
+
+    root = _project(tmp_path)
+    assert code_location(root)["remote"] is None
+    _git(root, "remote", "add", "origin", "https://alice:s3cret@git.example.org/lab/cxr-transfer.git")
+    loc = reproducibility_record(root, SOURCES)["code"]
+    assert loc["remote"] == "https://git.example.org/lab/cxr-transfer.git"
+    assert loc["checkout"] == str(root.resolve()) and loc["branch"] in ("master", "main")
+    assert code_location(tmp_path / "nowhere")["branch"] is None

@@ -16,7 +16,7 @@ import report_inputs as RI
 
 from pipeline import paths
 from pipeline.report import render as R
-from pipeline.report.gradcam import GradcamUnavailable, pipeline_gradcam, select_cases
+from pipeline.report.gradcam import pipeline_cams, select_cases
 
 
 def _render(root: Path, params, gradcam: bool) -> tuple[str, str, R.ReportInputs]:
@@ -24,10 +24,7 @@ def _render(root: Path, params, gradcam: bool) -> tuple[str, str, R.ReportInputs
     fig_dir = root / paths.FIGURES / "report"
     fig_dir.mkdir(parents=True, exist_ok=True)
     if gradcam:
-        try:
-            inp.gradcam = pipeline_gradcam(root, params, inp.evaluation, fig_dir / "gradcam.png")
-        except GradcamUnavailable as err:
-            inp.gradcam_note = str(err)
+        inp.cams, inp.cam_notes = pipeline_cams(root, params, inp.evaluation, fig_dir)
     html, md = R.write_report(inp, root / paths.REPORT_HTML, root / paths.REPORT_MD, fig_dir)
     return html.read_text(encoding="utf-8"), md.read_text(encoding="utf-8"), inp
 
@@ -45,7 +42,7 @@ def full(tmp_path_factory):
 def sparse(tmp_path_factory):
     """No external set, no diagnostics, no fine-tuned model."""
     root = tmp_path_factory.mktemp("sparse")
-    params, _ = RI.build(root, external=False, with_model=False, with_diagnostics=False)
+    params, _ = RI.build(root, external=False, with_model=False, with_diagnostics=False, with_sources=False)
     html, md, inp = _render(root, params, gradcam=True)
     return root, html, md, inp
 
@@ -65,7 +62,8 @@ def test_html_has_every_section_and_is_self_contained(full) -> None:
         assert title in html
     assert not re.search(r"<script|<link|<iframe|<object|@import", html, re.I)
     srcs = re.findall(r'\bsrc="([^"]*)"', html)
-    assert len(srcs) >= 10  # roc, pr, calibration, confusion, 4 diagnose, augment preview, Grad-CAM
+    # roc, pr, calibration, confusion, 4 diagnose, augment preview, 2 CAMs, 3 introspection
+    assert len(srcs) >= 14
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert all(h.startswith("#") for h in re.findall(r'\bhref="([^"]*)"', html))
     assert all(u.startswith("data:") for u in re.findall(r"url\(\s*['\"]?([^)'\"]*)", html))
@@ -104,66 +102,19 @@ def test_numbers_come_from_the_json_reports(full) -> None:
     assert "1e-06" in _section_html(html, "model-cards")  # the 2:4:6 rule's bottom learning rate
 
 
-def test_summary_is_hedged_when_the_paired_interval_includes_zero(full) -> None:
+def test_summary_is_the_answer_with_overfitting_lines_and_no_second_verdict(full) -> None:
+    from pipeline.report.answer import answer
+
     _, html, _, inp = full
-    summary = _section_html(html, "summary")
-    answers = R.summary_answers(inp)
-    assert len(answers) == 2 and all(a in html_lib.unescape(summary) for a in answers)
-    comps = {(c["path_a"], c["path_b"]): c for c in inp.evaluation["comparisons"]["test"]}
-    aurocs = {
-        p: inp.evaluation["results"][p]["splits"]["test"]["auroc"]["value"] for p in ("linear", "finetune", "scratch")
-    }
-    best, runner = sorted(aurocs, key=lambda p: -aurocs[p])[:2]
-    c = comps.get((best, runner)) or comps[(runner, best)]
-    if c["ci_low"] <= 0 <= c["ci_high"]:
-        assert "do not separate them" in answers[1]
-    else:
-        assert "do not separate them" not in answers[1]
-    # Constructed cases with known answers.
-    fake = R.ReportInputs(params=inp.params)
-    fake.evaluation = {
-        "paths": ["linear", "finetune", "scratch"],
-        "splits": ["test"],
-        "results": {
-            p: {
-                "splits": {
-                    "test": {
-                        "n": 50,
-                        "n_patients": 40,
-                        "n_positive": 20,
-                        "auroc": {"value": v, "ci_low": v - 0.1, "ci_high": min(1, v + 0.1)},
-                    }
-                }
-            }
-            for p, v in (("linear", 0.80), ("finetune", 0.82), ("scratch", 0.60))
-        },
-        "comparisons": {
-            "test": [
-                {
-                    "path_a": "scratch",
-                    "path_b": "finetune",
-                    "difference": -0.22,
-                    "ci_low": -0.35,
-                    "ci_high": -0.09,
-                    "p_value": 0.001,
-                },
-                {
-                    "path_a": "linear",
-                    "path_b": "finetune",
-                    "difference": -0.02,
-                    "ci_low": -0.08,
-                    "ci_high": 0.04,
-                    "p_value": 0.5,
-                },
-            ]
-        },
-    }
-    help_, best_ = R.summary_answers(fake)
-    assert help_.startswith("Does the pretrained backbone help? Yes")
-    assert "difference 0.220 (95% CI 0.090 to 0.350" in help_  # sign flipped to finetune - scratch
-    assert "finetune has the highest point estimate" in best_ and "do not separate them" in best_
-    fake.evaluation["comparisons"]["test"][0].update(ci_low=-0.3, ci_high=0.05)
-    assert "Not shown" in R.summary_answers(fake)[0]
+    summary = html_lib.unescape(_section_html(html, "summary"))
+    titles = {s: R.split_title(inp, s) for s in inp.evaluation["splits"]}
+    answers = answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles)
+    assert [a["split"] for a in answers] == ["test", "external/site-b"]
+    for a in answers:
+        assert f"The answer: {a['title']}" in summary and " ".join(a["sentences"]) in summary
+    assert "Which path is best?" not in summary and "Does the pretrained backbone help?" not in summary
+    assert summary.count("The answer:") == len(answers)  # one answer per split, no duplicate verdict
+    assert inp.diagnostics["verdicts"]["scratch"]["text"] in summary
 
 
 def test_markdown_has_the_same_sections_and_relative_figures(full) -> None:
@@ -174,27 +125,40 @@ def test_markdown_has_the_same_sections_and_relative_figures(full) -> None:
     assert "data:image" not in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert "figures/report/roc.png" in links and "figures/diagnose/learning_curve.png" in links
-    assert "figures/report/gradcam.png" in links
+    assert {"figures/report/cam_finetune.png", "figures/report/cam_linear.png"} <= set(links)
+    assert "introspection/figures/units_head_conv.png" in links
     for link in links:
         assert not link.startswith(("/", "http")) and (root / paths.REPORTS / link).is_file()
 
 
-def test_gradcam_section_lists_cases_by_row_only(full) -> None:
-    _, html, _, inp = full
-    g = inp.gradcam
-    assert g is not None and g.layer == "cam" and g.target_class == "abnormal"
+def test_cam_section_lists_cases_by_row_with_true_and_predicted_labels(full) -> None:
+    _, html, md, inp = full
+    assert set(inp.cams) == {"finetune", "linear"} and inp.cam_notes == {}
     sec = _section_html(html, "gradcam")
-    for c in g.cases:
-        assert f"<td>{c['row']}</td>" in sec
-    assert "manifest row" in sec and "Not available" not in sec
-    assert {c["outcome"] for c in g.cases} | set(g.missing_outcomes) == {"TP", "FP", "TN", "FN"}
+    assert "No map for" not in sec
+    for method, g in inp.cams.items():
+        assert g.target_class == "abnormal" and g.figure.name == f"cam_{method}.png"
+        assert {c["outcome"] for c in g.cases} | set(g.missing_outcomes) == {"TP", "FP", "TN", "FN"}
+        for c in g.cases:
+            row = f"<td>{c['row']}</td><td>{c['label']}</td><td>{c['predicted']}</td>"
+            assert row in sec
+            assert c["predicted"] == ("abnormal" if c["outcome"] in ("TP", "FP") else "normal")
+        assert f"figures/report/cam_{method}.png" in md
+    assert inp.cams["finetune"].layer == "cam" and inp.cams["finetune"].scale[0] == 0.0
+    lo, hi = inp.cams["linear"].scale
+    assert lo == -hi < 0  # signed map: one symmetric scale
 
 
 def test_missing_inputs_are_said_not_skipped(sparse) -> None:
     _, html, md, inp = sparse
     for sid, _ in R.SECTIONS:
         assert f'<section id="{sid}">' in html
-    assert "fine-tuned model models/finetune/best.pt is missing" in _section_html(html, "gradcam")
+    cams = _section_html(html, "gradcam")
+    assert "fine-tuned model models/finetune/best.pt is missing" in cams
+    assert "linear model models/linear/model.joblib is missing" in cams
+    assert "Introspection unavailable" in _section_html(html, "introspection")
+    assert "Transferability ranking unavailable" in _section_html(html, "transferability")
+    assert "No data fingerprint" in _section_html(html, "data-sources")
     assert "Not available" in _section_html(html, "overfitting")
     assert "no external set is configured" in _section_html(html, "results")
     assert "No external" in _section_html(html, "summary")
@@ -275,7 +239,7 @@ def test_screenshot_in_headless_chromium(full, tmp_path) -> None:
     dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90, check=False).stdout
     for sid, _ in R.SECTIONS:
         assert f'<section id="{sid}">' in dom, f"section {sid} missing from the rendered DOM"
-    assert dom.count("<img") >= 10
+    assert dom.count("<img") >= 14
 
 
 def test_markdown_fences_survive_fenced_attribution_text(full) -> None:
@@ -316,3 +280,119 @@ def test_reproducibility_says_what_is_missing(full) -> None:
     assert "Not reproducible from a commit as it stands" in section
     assert "not a git checkout" in section and "no dvc.lock" in section
     assert "Reproducible from this commit" not in section
+
+
+def _rows(section: str) -> list[list[str]]:
+    """Every table body row of an HTML section as its cells' text (header rows left out)."""
+    rows = [
+        [html_lib.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", tr, re.S)]
+        for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)
+    ]
+    return [r for r in rows if r]
+
+
+def test_every_method_is_listed_main_three_first_with_its_description(full) -> None:
+    from pipeline.strategies import get_strategy
+
+    _, html, _, inp = full
+    order = ["linear", "finetune", "scratch", RI.VARIANT]
+    assert R.evaluated_methods(inp) == order
+    for sid in ("results", "validation", "confusion"):
+        firsts = [r[0] for r in _rows(_section_html(html, sid)) if r and r[0] in order]
+        assert list(dict.fromkeys(firsts)) == order, sid
+    pairs = {(r[0], r[1]) for r in _rows(_section_html(html, "comparisons")) if len(r) > 1}
+    assert ("finetune", RI.VARIANT) in pairs and ("linear", "scratch") in pairs
+    assert RI.VARIANT in {r[0] for r in _rows(_section_html(html, "subgroups")) if r}
+    cards = html_lib.unescape(_section_html(html, "model-cards"))
+    assert all(f"{m}: {get_strategy(m).summary}" in cards for m in order)
+    arch = _rows(_section_html(html, "introspection"))
+    head = next(r for r in arch if r[1:2] == ["head"])
+    assert head[-4:] == ["frozen", "0.01", "0.01 (chosen on val)", "0.01"]  # linear, finetune, scratch, dlr_234
+
+
+def test_checklist_is_decided_from_the_inputs(full, sparse) -> None:
+    from pipeline.report.sections.checklist import CHECKLIST, checklist_rows
+
+    def status(html: str) -> dict[str, str]:
+        return {r[0]: r[1] for r in _rows(_section_html(html, "checklist"))}
+
+    full_status, sparse_status = status(full[1]), status(sparse[1])
+    assert len(full_status) == len(sparse_status) == len(CHECKLIST)
+    # The synthetic run is no git checkout: the code item is the one not reported.
+    assert [k for k, v in full_status.items() if v != "reported"] == [
+        "Code availability and its commit (TRIPOD+AI 18; CLAIM 41-42)"
+    ]
+    missing = {k for k, v in sparse_status.items() if v == "not reported"}
+    for item in ("External validation", "Architecture", "Choice of the pretrained model", "Interpretability",
+                 "Robustness and overfitting", "External sets' provenance"):  # fmt: skip
+        assert any(k.startswith(item) for k in missing), item
+    section = _section_html(full[1], "checklist")
+    code_row = next(tr for tr in re.findall(r"<tr[^>]*>.*?</tr>", section, re.S) if "Code availability" in tr)
+    assert '<a href="#validation">' in section and "href" not in code_row and 'class="flagged"' in code_row
+    # One input taken away flips exactly its item.
+    inp = full[3]
+    params = inp.params.model_copy(update={"data": inp.params.data.model_copy(update={"label_definition": None})})
+    rows = checklist_rows(R.ReportInputs(**{**inp.__dict__, "params": params}), {})
+    why = {item: w for item, _, w in rows}
+    assert why["Reference standard: the label definition (TRIPOD+AI 7; CLAIM 15-17)"] == (
+        "data.label_definition is not set"
+    )
+
+
+def test_demographics_are_per_patient_and_missing_values_are_explained(full) -> None:
+    _, html, _, inp = full
+    sec = _section_html(html, "demographics")
+    rows = {r[0]: r[1:] for r in _rows(sec)}
+    stats = inp.split.splits
+    assert rows["patients"] == [str(stats[k].per_patient.patients) for k in ("train", "val", "test", "external/site-b")]
+    test = stats["test"].per_patient
+    assert rows["age mean ± SD (years)"][2] == f"{test.age_mean:.1f} ± {test.age_sd:.1f}"
+    assert rows["age range (years)"][2] == f"{test.age_min:.1f}–{test.age_max:.1f}"
+    assert rows["age unknown (patients)"][2] == str(test.age_unknown)
+    assert rows["sex U"][2] == str(test.sex["U"])
+    assert "PatientAge absent" in sec and "recorded as U (unknown)" in sec
+    assert f"test: age unknown for {stats['test'].age_unknown} of {stats['test'].images} images" in sec
+    flow = _rows(_section_html(html, "patient-flow"))
+    test_row = next(r for r in flow if r and r[0] == "test")
+    assert test_row[3:7] == [str(stats["test"].labels["normal"]), str(stats["test"].labels["abnormal"])] + [
+        str(test.patients_with_label["normal"]),
+        str(test.patients_with_label["abnormal"]),
+    ]
+    assert inp.params.data.label_definition.split(";")[0] in html_lib.unescape(_section_html(html, "patient-flow"))
+
+
+def test_validation_section_reads_the_operating_point_on_val(full) -> None:
+    _, html, _, inp = full
+    rows = {r[0]: r for r in _rows(_section_html(html, "validation"))}
+    op = inp.evaluation["results"]["finetune"]["operating_point"]
+    val = op["val"]
+    s = val["sensitivity"]
+    assert rows["finetune"][2] == f"{op['threshold']:.3f}"
+    assert rows["finetune"][5] == f"{s['value']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) {s['k']}/{s['n']}"
+    assert rows["finetune"][4].startswith(f"{val['prevalence']:.3f}")
+
+
+def test_network_sections_embed_the_stage_figures_and_the_ranking(full) -> None:
+    root, html, _, inp = full
+    intro = _section_html(html, "introspection")
+    assert intro.count("<img") == 2 + len(inp.introspection.units.figures)
+    for g in inp.introspection.architecture.groups:
+        assert f"<td>{g.name}</td>" in intro
+    tr = inp.transferability
+    rows = _rows(_section_html(html, "transferability"))
+    ranked = [r[1] for r in rows if r and r[0].isdigit()]
+    assert ranked == [c.name for c in tr.ranking]
+    best = next(c for c in tr.candidates if c.name == tr.ranking[0].name)
+    assert rows[0][3] == f"{best.score:.4f}" and rows[0][8] == f"{best.seconds:.1f}"
+    assert "cannot be computed" in _section_html(html, "transferability")
+
+
+def test_provenance_and_code_location_come_from_the_inputs(full) -> None:
+    _, html, _, inp = full
+    sec = html_lib.unescape(_section_html(html, "data-sources"))
+    for s in inp.sources.sets:
+        assert s.dicom_dir_md5 in sec and s.labels_csv_md5 in sec
+    assert "Adult PA radiographs, hospital B, 2019" in sec
+    repro = html_lib.unescape(_section_html(html, "reproducibility"))
+    assert f"checkout {inp.repro['record']['code']['checkout']}" in repro
+    assert "no git remote configured" in repro

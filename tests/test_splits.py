@@ -185,3 +185,28 @@ def test_share_rule_moves_the_largest_patient_after_the_draw() -> None:
     assert _enforce_share(tiny, pd.Series({"x": 9, "y": 1}), max_share=0.6) == [] and tiny["x"] == "val"
     with pytest.raises(SplitError, match="max_patient_share"):
         make_splits(manifest(), val_fraction=0.15, test_fraction=0.15, seed=0, max_patient_share=0)
+
+
+def test_patient_demographics_count_each_patient_once() -> None:
+    from pipeline.splits import patient_demographics
+
+    part = pd.DataFrame(
+        {
+            "patient": ["a", "a", "a", "b", "b", "c"],
+            "sex": ["M", "M", "F", "U", None, "F"],
+            "age": [60.0, 62.0, np.nan, np.nan, np.nan, 30.0],
+            "label": ["x", "y", "x", "x", "x", "y"],
+        }
+    )
+    got = patient_demographics(part)
+    # a: M (2 of 3 images), age 60 (earliest study); b: no known sex or age; c: F, 30.
+    assert got == {
+        "patients": 3,
+        "patients_with_label": {"x": 2, "y": 2},
+        "sex": {"F": 1, "M": 1, "U": 1},
+        "age_mean": 45.0,
+        "age_sd": round(float(np.std([60.0, 30.0], ddof=1)), 2),
+        "age_min": 30.0,
+        "age_max": 60.0,
+        "age_unknown": 1,
+    }

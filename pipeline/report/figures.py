@@ -17,13 +17,24 @@ matplotlib.use("Agg")  # headless: no display under DVC / CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-# One colour per path across every figure, so a reader can follow a path from plot to plot.
+from pipeline.params import VARIANT_NAMES  # noqa: E402
+from pipeline.report.blocks import fci, fnum  # noqa: E402
+
+# One colour per method across every figure, so a reader can follow a method from plot to plot:
+# the main three, then each variant its own (fixed by its place in the contract's name list).
 PATH_COLORS = {"linear": "#1b9e77", "finetune": "#d95f02", "scratch": "#7570b3"}
+VARIANT_COLORS = dict(
+    zip(
+        VARIANT_NAMES,
+        ("#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#b2df8a", "#fb9a99", "#cab2d6", "#17becf"),
+        strict=False,
+    )
+)
 DPI = 110
 
 
 def _color(path: str) -> str:
-    return PATH_COLORS.get(path, "#444444")
+    return PATH_COLORS.get(path) or VARIANT_COLORS.get(path, "#444444")
 
 
 def _save(fig: plt.Figure, out: str | Path) -> Path:
@@ -186,10 +197,10 @@ def plot_roc_pr(evaluation: Mapping[str, Any], splits: Sequence[str], kind: str,
             c = curves[0]
             if kind == "roc":
                 a = s.get("auroc") or {}
-                lab = f"{path} AUROC {_fmt(a.get('value'))} ({_fmt(a.get('ci_low'))}–{_fmt(a.get('ci_high'))})"
+                lab = f"{path} AUROC {fci(a.get('value'), a.get('ci_low'), a.get('ci_high'), 2)}"
                 ax.plot(c["fpr"], c["tpr"], color=_color(path), label=lab)
             else:
-                lab = f"{path} AP {_fmt(s.get('average_precision'))}"
+                lab = f"{path} AP {fnum(s.get('average_precision'), 2)}"
                 ax.step(c["recall"], c["precision"], where="post", color=_color(path), label=lab)
         if kind == "roc":
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
@@ -223,7 +234,7 @@ def plot_calibration(evaluation: Mapping[str, Any], splits: Sequence[str], out: 
                 "-o",
                 ms=4,
                 color=_color(path),
-                label=f"{path} ECE {_fmt(cal.get('ece'))}, Brier {_fmt(cal.get('brier'))}",
+                label=f"{path} ECE {fnum(cal.get('ece'), 2)}, Brier {fnum(cal.get('brier'), 2)}",
             )
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
         ax.set_xlabel("mean predicted probability")
@@ -270,33 +281,63 @@ def plot_confusion(
             ax.set_xticks([0, 1], [f"pred {neg}", f"pred {positive}"], fontsize=7)
             ax.set_yticks([0, 1], [f"true {neg}", f"true {positive}"], fontsize=7)
             thr = (res.get("operating_point") or {}).get("threshold")
-            ax.set_xlabel(f"threshold {_fmt(thr, 3)}", fontsize=7)
+            ax.set_xlabel(f"threshold {fnum(thr, 3)}", fontsize=7)
     return _save(fig, out)
 
 
-def plot_gradcam_grid(
-    cases: Sequence[Mapping[str, Any]], images: Sequence[np.ndarray], cams: Sequence[np.ndarray], out: str | Path
-) -> Path:
-    """Image with its Grad-CAM heatmap overlaid; captions: outcome, manifest row, probability."""
+def cam_figure(
+    cases: Sequence[Mapping[str, Any]],
+    images: Sequence[np.ndarray],
+    cams: Sequence[np.ndarray],
+    scale: tuple[float, float],
+    cmap: str,
+    colorbar_label: str,
+    title: str,
+    positive: str,
+) -> plt.Figure:
+    """Images with their class activation maps overlaid, every map on the one colour scale
+    ``scale`` with a colour bar; each panel titled with outcome, manifest row, true and predicted
+    label and the probability of ``positive``."""
     n = len(cases)
     if n == 0:
-        raise ValueError("no Grad-CAM cases to draw")
+        raise ValueError("no cases to draw")
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.8, 3.5 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
+    overlay = None
     for ax, case, img, cam in zip(axes.ravel(), cases, images, cams, strict=False):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-        ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
-        ax.set_title(f"{case['outcome']} · row {case['row']}\np = {case['prob']:.3f}", fontsize=8)
-    return _save(fig, out)
+        overlay = ax.imshow(cam, cmap=cmap, alpha=0.45, vmin=scale[0], vmax=scale[1])
+        ax.set_title(
+            f"{case['outcome']} · row {case['row']}\ntrue {case['label']} · pred {case['predicted']}\n"
+            f"p({positive}) = {fnum(case['prob'])}",
+            fontsize=8,
+        )
+    fig.suptitle(title, fontsize=9)
+    assert overlay is not None
+    bar = fig.colorbar(overlay, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02)
+    bar.set_label(colorbar_label, fontsize=8)
+    return fig
 
 
-def _fmt(x: Any, nd: int = 2) -> str:
-    if x is None:
-        return "n/a"
-    try:
-        return f"{float(x):.{nd}f}"
-    except (TypeError, ValueError):
-        return str(x)
+def plot_cam_grid(
+    cases: Sequence[Mapping[str, Any]],
+    images: Sequence[np.ndarray],
+    cams: Sequence[np.ndarray],
+    out: str | Path,
+    scale: tuple[float, float],
+    cmap: str,
+    colorbar_label: str,
+    title: str,
+    positive: str,
+) -> Path:
+    """:func:`cam_figure` saved as one PNG."""
+    fig = cam_figure(cases, images, cams, scale, cmap, colorbar_label, title, positive)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # No tight_layout: it cannot place a colour bar shared by several axes.
+    fig.savefig(out, dpi=DPI, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.1)
+    plt.close(fig)
+    return out

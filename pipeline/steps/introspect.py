@@ -13,7 +13,8 @@ from pipeline import introspection as I
 from pipeline import introspection_figures as figs
 from pipeline import paths
 from pipeline.backbones import ClassifierModel, create_backbone, images_to_tensor, select_device, set_num_threads
-from pipeline.common import get_logger, seed_everything, write_json
+from pipeline.common import get_logger, seed_everything
+from pipeline.contracts import Introspection, write_contract
 from pipeline.dataset import load_dataset
 from pipeline.errors import StageError
 from pipeline.features import prepare_frozen
@@ -22,9 +23,8 @@ from pipeline.training import load_trained
 from pipeline.workspace import Workspace
 
 log = get_logger("introspect")
-OUT_DIR = paths.REPORTS / "introspection"
-REPORT = OUT_DIR / "introspection.json"
-FIGURE_DIR = OUT_DIR / "figures"
+REPORT = paths.INTROSPECTION
+FIGURE_DIR = paths.INTROSPECTION_FIGURES
 FINETUNED = paths.MODELS / "finetune" / "best.pt"
 
 
@@ -162,7 +162,7 @@ def run_introspect(params: Params, workspace: Workspace) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - start, 1),
         "timing_s": {k: round(v, 1) for k, v in timing.items()},
     }
-    write_json(workspace.path(REPORT), doc)
+    write_contract(workspace.path(REPORT), Introspection, doc)
     log.info(
         "introspection of %s: %d groups, units of %s; %.1f s",
         doc["backbone"],

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.common import get_logger
 from pipeline.params import Params
-from pipeline.report.gradcam import GradcamUnavailable, pipeline_gradcam
+from pipeline.report.gradcam import pipeline_cams
 from pipeline.report.render import load_inputs, write_report
 from pipeline.workspace import Workspace
 
@@ -25,11 +25,9 @@ def run_report(params: Params, workspace: Workspace) -> tuple[Path, Path]:
     fig_dir = workspace.path(FIGURE_DIR)
     shutil.rmtree(fig_dir, ignore_errors=True)  # no stale figure from an earlier run
     fig_dir.mkdir(parents=True)
-    try:
-        inp.gradcam = pipeline_gradcam(workspace.root, params, inp.evaluation, fig_dir / "gradcam.png")
-    except GradcamUnavailable as err:
-        inp.gradcam_note = str(err)
-        log.warning("Grad-CAM not available: %s", err)
+    inp.cams, inp.cam_notes = pipeline_cams(workspace.root, params, inp.evaluation, fig_dir)
+    for method, why in inp.cam_notes.items():
+        log.warning("no class activation map for %s: %s", method, why)
     html, md = write_report(inp, workspace.path(paths.REPORT_HTML), workspace.path(paths.REPORT_MD), fig_dir)
     log.info("report -> %s (%d kB), %s", workspace.show(html), html.stat().st_size // 1024, workspace.show(md))
     return html, md

@@ -9,7 +9,8 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.backbones import select_device
-from pipeline.common import get_logger, read_json, seed_everything, write_json
+from pipeline.common import get_logger, read_json, seed_everything
+from pipeline.contracts import Transferability, write_contract
 from pipeline.dataset import load_dataset
 from pipeline.errors import StageError
 from pipeline.params import Params
@@ -17,7 +18,7 @@ from pipeline.transferability import check_candidate_name, rank_correlation, ran
 from pipeline.workspace import Workspace
 
 log = get_logger("transferability")
-REPORT = paths.REPORTS / "transferability.json"
+REPORT = paths.TRANSFERABILITY
 
 
 def _reusable(info: dict[str, Any], params: Params, name: str) -> bool:
@@ -95,6 +96,6 @@ def run_transferability(params: Params, workspace: Workspace) -> dict[str, Any]:
         "correlation_with_val_auroc": rank_correlation(scores, _val_auroc(workspace)),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    write_json(workspace.path(REPORT), doc)
+    write_contract(workspace.path(REPORT), Transferability, doc)
     log.info("ranking: %s (%.1f s)", ", ".join(r["name"] for r in doc["ranking"]), doc["wall_time_s"])
     return doc
