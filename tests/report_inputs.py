@@ -223,7 +223,12 @@ def _sources(root: Path, params: Any) -> None:
 
 
 def build(
-    root: Path, external: bool = True, with_model: bool = True, with_diagnostics: bool = True, with_sources: bool = True
+    root: Path,
+    external: bool = True,
+    with_model: bool = True,
+    with_diagnostics: bool = True,
+    with_sources: bool = True,
+    with_recommendation: bool = True,
 ) -> tuple[Any, dict]:
     """Write a full set of synthetic pipeline outputs under ``root``; return (params, raw params)."""
     from pipeline import diagnostics as D
@@ -404,6 +409,11 @@ def build(
         doc["wall_time_s"] = 12.5
         write_contract(root / paths.DIAGNOSTICS, C.Diagnostics, doc)
 
+    if with_recommendation and with_diagnostics:
+        from pipeline.steps.recommend import run_recommend
+        from pipeline.workspace import Workspace
+
+        run_recommend(params, Workspace(root))
     images = rng.random((len(man), 32, 32)).astype(np.float16)
     write_store(root / paths.STORE, images)
     if with_model:

@@ -108,13 +108,25 @@ def test_summary_is_the_answer_with_overfitting_lines_and_no_second_verdict(full
     _, html, _, inp = full
     summary = html_lib.unescape(_section_html(html, "summary"))
     titles = {s: R.split_title(inp, s) for s in inp.evaluation["splits"]}
-    answers = answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles)
-    assert [a["split"] for a in answers] == ["test", "external/site-b"]
+    answers = answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles, recommendation=inp.recommendation)
+    # The recommendation (chosen on validation) first, then one answer per evaluated split.
+    assert [a["split"] for a in answers] == ["val", "test", "external/site-b"]
+    assert inp.recommendation is not None and answers[0]["sentences"][0].startswith("Recommended: ")
     for a in answers:
         assert f"The answer: {a['title']}" in summary and " ".join(a["sentences"]) in summary
     assert "Which path is best?" not in summary and "Does the pretrained backbone help?" not in summary
     assert summary.count("The answer:") == len(answers)  # one answer per split, no duplicate verdict
     assert inp.diagnostics["verdicts"]["scratch"]["text"] in summary
+
+
+def test_recommendation_section_shows_the_stored_choice_and_its_evidence(full) -> None:
+    _, html, md, inp = full
+    rec = inp.recommendation
+    assert rec is not None and rec.recommended is not None
+    section = html_lib.unescape(_section_html(html, "recommendation"))
+    assert "chosen on validation only" in section and f"{rec.recommended} (recommended)" in section
+    assert all(limit in section for limit in rec.limits)
+    assert "## 2. Recommendation: which way to transfer" in md
 
 
 def test_markdown_has_the_same_sections_and_relative_figures(full) -> None:

@@ -33,6 +33,7 @@ class ReportInputs:
     metrics: dict | None = None  # validated against C.Metrics
     evaluation: dict | None = None  # validated against C.Evaluation
     diagnostics: dict | None = None  # validated against C.Diagnostics
+    recommendation: C.Recommendation | None = None
     introspection: C.Introspection | None = None
     transferability: C.Transferability | None = None
     train_logs: dict[str, C.TrainLog | C.LinearLog | C.KnnLog] = field(default_factory=dict)
@@ -129,6 +130,7 @@ def load_inputs(root: Path, params: Any, params_raw: Mapping[str, Any] | None = 
     inp.evaluation = _read_plain(root / paths.EVALUATION, problems, str(paths.EVALUATION), C.Evaluation)
     inp.diagnostics = _read_plain(root / paths.DIAGNOSTICS, problems, str(paths.DIAGNOSTICS), C.Diagnostics)
     inp.features_info = read(paths.FEATURES_INFO, C.FeaturesInfo)
+    inp.recommendation = read(paths.RECOMMENDATION, C.Recommendation)
     inp.introspection = read(paths.INTROSPECTION, C.Introspection)
     inp.transferability = read(paths.TRANSFERABILITY, C.Transferability)
     for name in paths.methods(params):

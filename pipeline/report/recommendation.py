@@ -1,8 +1,7 @@
 """The recommendation in the report: blocks built from ``reports/recommendation.json``.
 
-:func:`recommendation_blocks` returns blocks in the format of render.py's helpers (``p``,
-``callout``, ``missing``, ``h3``, ``ul``, ``table``), imported when called so that render.py can
-import this module without a cycle. Every number is read from the recommendation (which read it
+:func:`recommendation_blocks` returns blocks built with :mod:`pipeline.report.blocks` (the
+report's "recommendation" section, right after the summary). Every number is read from the recommendation (which read it
 from evaluation.json, diagnostics.json and the train logs); nothing here computes a statistic.
 """
 
@@ -22,6 +21,7 @@ from pipeline.recommendation_text import (
     not_ranked_sentence,
     verdict_words,
 )
+from pipeline.report.blocks import Table, callout, h3, missing, p, table, ul
 
 
 def as_dict(rec: Any) -> dict[str, Any] | None:
@@ -68,8 +68,6 @@ def _difference_rows(doc: Mapping[str, Any]) -> list[list[str]]:
 def recommendation_blocks(rec: Any) -> list[dict[str, Any]]:
     """The report's recommendation: the choice and why, the evidence, a per-method table, the
     paired differences, the learning-curve transfer gap, the limits and the rule."""
-    from pipeline.report.render import Table, callout, h3, missing, p, table, ul
-
     doc = as_dict(rec)
     if not doc:
         return [missing("reports/recommendation.json is missing: no recommendation (run the recommend stage).")]

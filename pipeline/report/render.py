@@ -52,6 +52,7 @@ from pipeline.report.lookup import (
     split_title,
     splits_present,
 )
+from pipeline.report.recommendation import recommendation_blocks
 from pipeline.report.sections import SECTION_IDS, SECTIONS
 from pipeline.report.sections.checklist import section_checklist
 from pipeline.report.sections.data import (
@@ -85,7 +86,7 @@ def _section_summary(inp: ReportInputs) -> list[dict]:
 
     blocks: list[dict] = []
     titles = {s: split_title(inp, s) for s in splits_present(inp)}
-    answers = answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles)
+    answers = answer(inp.evaluation, inp.train_logs, inp.diagnostics, titles, recommendation=inp.recommendation)
     for ans in answers:
         blocks.append(h3(f"The answer: {ans['title']}"))
         blocks.append(callout(" ".join(ans["sentences"])))
@@ -214,6 +215,7 @@ def build_sections(inp: ReportInputs, figs: dict[str, Figure]) -> list[dict[str,
     """Every section, in :data:`SECTIONS` order, as ``{"id", "title", "number", "blocks"}``."""
     builders = {
         "summary": lambda: _section_summary(inp),
+        "recommendation": lambda: recommendation_blocks(inp.recommendation),
         "intended-use": lambda: section_intended_use(inp),
         "data-sources": lambda: section_data_sources(inp),
         "ingest": lambda: section_ingest(inp),

@@ -10,6 +10,7 @@ from __future__ import annotations
 # (id, title): the report's sections in order; ids are the HTML anchors (tests look for them).
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
+    ("recommendation", "Recommendation: which way to transfer"),
     ("intended-use", "Intended use and limitations"),
     ("data-sources", "Data sources and provenance"),
     ("ingest", "Ingest: accepted and rejected files"),
