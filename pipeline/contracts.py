@@ -287,6 +287,7 @@ class NetModelCard(Contract):
     optimizer: str
     bn: Literal["adapt", "freeze"] = Field(description="BatchNorm running statistics while training")
     head_init: Literal["random", "linear_probe"]
+    augment_on_the_fly: bool = Field(description="training batches augmented on the fly (MONAI)")
     trained_params: int = Field(description="parameters of the trainable layer groups")
 
 

@@ -442,10 +442,16 @@ def _fingerprint_config(run: _Run, params: Params, classes: tuple[str, ...], hea
         "finetune": params.finetune.model_dump(),
         "scratch": params.scratch.model_dump(),
         "strategies": params.strategies.model_dump(exclude={"variants", "candidates"}),
-        "augment": params.augment.model_dump() if params.train.augment_on_the_fly else None,
+        "augment": params.augment.model_dump() if augments_on_the_fly(run.strategy, params) else None,
         "head_init": None if head_init is None else [np.asarray(t).tolist() for t in head_init],
         "world_size": run.ctx.world,
     }
+
+
+def augments_on_the_fly(strategy: Any, params: Params) -> bool:
+    """Whether this strategy's training batches are augmented on the fly: scratch has its own
+    switch (``scratch.augment_on_the_fly``), every pretrained strategy follows ``train``'s."""
+    return params.train.augment_on_the_fly if strategy.pretrained else params.scratch.augment_on_the_fly
 
 
 def _setup(name: str, dataset: Any, params: Params, n_train: int, epochs: int | None, seed: int, head_init) -> _Run:
@@ -478,7 +484,7 @@ def _setup(name: str, dataset: Any, params: Params, n_train: int, epochs: int | 
     backbone_start = {g.name: warmup * batches_per_epoch for g in plan if not g.is_head}
     scheduler = make_scheduler(optimizer, tr.schedule, planned * batches_per_epoch, backbone_start)
     transform = None
-    if tr.augment_on_the_fly:
+    if augments_on_the_fly(strategy, params):
         from pipeline.augment import make_augmentation
 
         transform = make_augmentation(params.augment)
@@ -651,6 +657,7 @@ def _finish(run: _Run, st: dict[str, Any], params: Params, images: np.ndarray, r
         "optimizer": run.optimizer_name,
         "bn": run.strategy.bn_policy(params),
         "head_init": run.strategy.head_init,
+        "augment_on_the_fly": run.transform is not None,
         "trained_params": sum(g.n_params for g in plan if g.trainable),
     }
     return TrainResult(

@@ -188,6 +188,7 @@ def _card(path: str, epochs: int | None, best: int | None) -> dict:
                 "optimizer": "sgd" if path == "finetune" else "adamw",
                 "bn": "freeze" if path == "finetune" else "adapt",
                 "head_init": "random",
+                "augment_on_the_fly": path != "scratch",
                 "trained_params": 203562,
             }
         ),

@@ -99,7 +99,11 @@ def _write_project(root, dataset: Dataset) -> None:
         (
             "scratch",
             ("a", "b", "c"),
-            {"train": {"epochs": 1}, "data": {"classes": ["a", "b", "c"], "positive_class": None}},
+            # train.augment_on_the_fly is the pretrained methods'; scratch has its own (off).
+            {
+                "train": {"epochs": 1, "augment_on_the_fly": True},
+                "data": {"classes": ["a", "b", "c"], "positive_class": None},
+            },
         ),
     ],
 )
@@ -139,6 +143,7 @@ def test_one_epoch_stage_writes_every_output(tmp_path, kind, classes, extra) -> 
         assert key in card, key
     assert card["path"] == kind and card["epochs_run"] == 1 and card["image_size"] == SIZE
     assert (card["weights_sha256"] is None) == (kind == "scratch")
+    assert card["augment_on_the_fly"] == (kind == "finetune")
     assert [g["name"] for g in card["layer_groups"]][-1] == "head"
     (entry,) = log["history"]
     keys = {"epoch", "train_loss", "train_auroc", "train_loss_running", "train_auroc_running", "val_loss", "val_auroc"}

@@ -14,6 +14,7 @@ def _net_rows(c: C.NetModelCard, log_: C.TrainLog) -> list[list[str]]:
         ["optimiser", c.optimizer],
         ["head initialisation", c.head_init],
         ["BatchNorm statistics", c.bn],
+        ["training batches augmented on the fly", "yes" if c.augment_on_the_fly else "no"],
         ["trained parameters", fnum(c.trained_params)],
         ["early stopping on", c.monitor + (" (stopped early)" if log_.stopped_early else "")],
     ]
