@@ -36,12 +36,12 @@ from pipeline.dataset import Dataset, load_dataset
 from pipeline.errors import StageError
 from pipeline.linear import (
     TrainingSet,
-    auroc,
     build_training_set,
     fit_linear,
     load_linear_inputs,
     make_cv_splits,
     predict_linear,
+    train_val_auroc,
 )
 from pipeline.params import Params
 from pipeline.predictions import write_predictions
@@ -64,10 +64,7 @@ def run_feature_variant(name: str, params: Params, workspace: Workspace) -> dict
         raise StageError(f"{name!r} is not a frozen-feature variant ({', '.join(FEATURE_VARIANTS)})")
     start = time.perf_counter()
     dataset = load_dataset(params, root=workspace.root)
-    try:
-        inputs = load_linear_inputs(workspace.root)
-    except ValueError as err:
-        raise StageError(str(err)) from None
+    inputs = load_linear_inputs(workspace.root)
     info: FeaturesInfo = inputs["info"]
     features, aug_features = inputs["features"], inputs["aug_features"]
     if name == "linear_on_logits":
@@ -85,11 +82,7 @@ def run_feature_variant(name: str, params: Params, workspace: Workspace) -> dict
     out = workspace.path(model_path(name))
     out.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out)
-
-    labels = dataset.labels()
-    val_rows = dataset.rows("val")
-    train_auroc = auroc(labels[train_rows], probs[train_rows])
-    val_auroc = auroc(labels[val_rows], probs[val_rows]) if val_rows.size else float("nan")
+    train_auroc, val_auroc = train_val_auroc(dataset, probs)
     card = _card(name, model, ts, info, params, dataset, time.perf_counter() - start)
     if name == "linear_on_logits":
         cv = model.cv_info_

@@ -37,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from pipeline.augment import INDEX_COLUMNS
 from pipeline.common import get_logger
 from pipeline.cvsearch import SELECTION_SCORING, Split, best_row, score_grid
+from pipeline.errors import StageError
 from pipeline.params import Linear, Params
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -299,6 +300,14 @@ def auroc(y: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(y, probs, multi_class="ovr", labels=np.arange(k)))
 
 
+def train_val_auroc(dataset: Dataset, probs: np.ndarray) -> tuple[float, float]:
+    """AUROC of ``probs`` (every manifest row) on the train and the val split (NaN when empty)."""
+    labels = dataset.labels()
+    train_rows, val_rows = dataset.rows("train"), dataset.rows("val")
+    train = auroc(labels[train_rows], probs[train_rows]) if train_rows.size else float("nan")
+    return train, auroc(labels[val_rows], probs[val_rows]) if val_rows.size else float("nan")
+
+
 @dataclass
 class TrainingSet:
     """The linear path's training matrix: original train images then their augmented views."""
@@ -367,7 +376,7 @@ def load_linear_inputs(root: Path) -> dict[str, Any]:
     features and the augmented.csv index, checked against each other.
 
     One loader for the linear stage and the learning-curve diagnostics; a missing or inconsistent
-    file is an error (rerun the stage named), never a silent fit without the augmented views.
+    file is a StageError (rerun the stage named), never a silent fit without the augmented views.
     """
     from pipeline import paths
     from pipeline.contracts import FeaturesInfo, read_contract
@@ -376,13 +385,13 @@ def load_linear_inputs(root: Path) -> dict[str, Any]:
     features = np.load(root / paths.FEATURES, mmap_mode="r")
     info = read_contract(root / paths.FEATURES_INFO, FeaturesInfo)
     if int(features.shape[1]) != info.D:
-        raise ValueError(
+        raise StageError(
             f"{paths.FEATURES} has D={features.shape[1]} but {paths.FEATURES_INFO} says "
             f"{info.D}; rerun the features stage"
         )
     aug_index = pd.read_csv(root / paths.AUGMENTED_INDEX, dtype="int64")
     if list(aug_index.columns) != list(INDEX_COLUMNS):
-        raise ValueError(f"{paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {list(INDEX_COLUMNS)}")
+        raise StageError(f"{paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {list(INDEX_COLUMNS)}")
     aug_features = np.load(root / paths.AUGMENTED_FEATURES, mmap_mode="r")
     return {"features": features, "aug_features": aug_features, "aug_index": aug_index, "info": info}
 

@@ -202,6 +202,9 @@ class Train(_Section):
     weight_decay: float = Field(default=1e-4, ge=0)
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     early_stopping_patience: int | None = Field(default=3, ge=1)
+    # The kept epoch is the best on val among the epochs whose eval-mode train AUROC reaches this
+    # (until one does, the best of all); None = any epoch.
+    min_train_auroc: float | None = Field(default=0.7, ge=0.5, le=1)
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     num_threads: int = Field(default=0, ge=0)
     augment_on_the_fly: bool = True

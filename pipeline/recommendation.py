@@ -124,6 +124,23 @@ def _train_fit(log: Mapping[str, Any] | None) -> float | None:
     return num(log.get("train_auroc"))
 
 
+def _not_fitted_flag(kept_train_auroc: Any, log: Mapping[str, Any] | None, chance: float) -> str:
+    """Why a method whose predictions do not fit its training data is not ranked: it never fitted,
+    or (a network whose log shows a fitting epoch) validation kept an earlier, unlearnt epoch."""
+    kept = fmt(kept_train_auroc)
+    history = [h for h in (log or {}).get("history") or [] if num(h.get("train_auroc")) is not None]
+    if history:
+        best = max(history, key=lambda h: float(h["train_auroc"]))
+        kept_epoch = ((log or {}).get("model_card") or {}).get("best_epoch")
+        if float(best["train_auroc"]) >= chance and best.get("epoch") != kept_epoch:
+            return (
+                f"kept an epoch that does not fit its training data (train AUROC {kept} at epoch {kept_epoch}, "
+                f"chosen on validation), although training reached {fmt(best['train_auroc'])} at epoch "
+                f"{best.get('epoch')}: it fitted, then validation did not improve"
+            )
+    return f"never fitted its training data (train AUROC {kept})"
+
+
 def eligibility(
     evaluation: Mapping[str, Any],
     diagnostics: Mapping[str, Any] | None,
@@ -151,7 +168,7 @@ def eligibility(
         if fit is not None:
             source = FIT_SOURCE
             if fit.get("fitted") is False:
-                flags.append(f"never fitted its training data (train AUROC {fmt(fit.get('train_auroc'))})")
+                flags.append(_not_fitted_flag(fit.get("train_auroc"), train_logs.get(m), chance))
             elif fit.get("fitted") is None:
                 unchecked.append("training fit (the fit block has no `fitted` value)")
             if fit.get("near_constant") is True:

@@ -331,6 +331,7 @@ def _fresh_state() -> dict[str, Any]:
         "best_state": None,
         "best_epoch": 0,
         "best_score": -math.inf,
+        "best_fitted": False,
         "bad_epochs": 0,
         "finished": False,
         "stopped_early": False,
@@ -338,13 +339,31 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
-def update_best(st: dict[str, Any], model: ClassifierModel, entry: dict, monitor: str) -> None:
-    """Keep the best epoch's weights; count epochs without improvement. A non-finite score is
-    kept only while no epoch has had a finite one (so a run always returns some weights)."""
+def has_fitted(entry: dict, min_train_auroc: float | None) -> bool:
+    """Whether an epoch's eval-mode train AUROC reaches ``min_train_auroc`` (None, or an undefined
+    train AUROC: nothing to check, it counts as fitted)."""
+    v = entry.get("train_auroc")
+    if min_train_auroc is None or v is None or not math.isfinite(v):
+        return True
+    return float(v) >= min_train_auroc
+
+
+def update_best(
+    st: dict[str, Any], model: ClassifierModel, entry: dict, monitor: str, min_train_auroc: float | None = None
+) -> None:
+    """Keep the best epoch's weights; count epochs without improvement.
+
+    The kept epoch must have fitted its training data (:func:`has_fitted`, ``train.min_train_auroc``):
+    an epoch that has not is kept only while none has, and the first that has replaces it whatever
+    its val score (a baseline that is compared must have learnt). A non-finite score is kept only
+    while no epoch has had a finite one (so a run always returns some weights)."""
     score = monitor_score(entry, monitor)
-    improved = math.isfinite(score) and (not math.isfinite(st["best_score"]) or score > st["best_score"])
+    fitted, best_fitted = has_fitted(entry, min_train_auroc), bool(st.get("best_fitted", True))
+    better = math.isfinite(score) and (not math.isfinite(st["best_score"]) or score > st["best_score"])
+    improved = (fitted and not best_fitted) or (fitted == best_fitted and better)
     if st["best_state"] is None or improved:
         st["best_score"] = score if math.isfinite(score) else -math.inf
+        st["best_fitted"] = fitted
         st["best_epoch"], st["bad_epochs"] = entry["epoch"], 0
         st["best_state"] = cpu_state(model)
     else:
@@ -570,7 +589,7 @@ def train(
         entry = _run_epoch(run, st, dataset, labels, train_rows, val_rows, params)
         epoch = entry["epoch"]
         st["history"].append(entry)
-        update_best(st, run.model, entry, run.monitor)
+        update_best(st, run.model, entry, run.monitor, params.train.min_train_auroc)
         if run.monitor != "none" and patience is not None and st["bad_epochs"] >= patience:
             st["stopped_early"] = epoch < run.epochs
         st["epoch"] = epoch

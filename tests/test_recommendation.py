@@ -158,6 +158,17 @@ def test_the_fit_block_of_evaluation_decides_fit_and_near_constant_when_present(
     logs = {"big": _log(10, 1.0, train_auroc=0.5), "small": LOGS["small"]}  # the block wins over the log
     doc = _rec(ev, logs)
     assert doc["recommended"] == "small"
+    # Not fitted by its kept model, though an epoch of its log fitted: the flag says which.
+    ev["results"]["big"]["fit"] = {"fitted": False, "near_constant": False, "train_auroc": 0.5}
+    log = _log(10, 1.0, train_auroc=0.99)
+    log["history"] = [{"epoch": 1, "train_auroc": 0.5}, {"epoch": 2, "train_auroc": 0.99}]
+    log["model_card"]["best_epoch"] = 1
+    flag = _rec(ev, {"big": log, "small": LOGS["small"]})["methods"]["big"]["flags"][0]
+    assert flag.startswith("kept an epoch that does not fit its training data (train AUROC 0.500 at epoch 1")
+    assert "reached 0.990 at epoch 2" in flag
+    log["history"][1]["train_auroc"] = 0.51  # no epoch fitted: it never fitted
+    flag = _rec(ev, {"big": log, "small": LOGS["small"]})["methods"]["big"]["flags"][0]
+    assert flag == "never fitted its training data (train AUROC 0.500)"
     assert doc["methods"]["big"]["flags"] == ["has near-constant outputs"]
     assert doc["methods"]["small"]["source"] == R.FIT_SOURCE and doc["methods"]["small"]["unchecked"] == []
 

@@ -253,6 +253,32 @@ def test_monitor_is_finite_when_val_lacks_a_class() -> None:
     assert st["best_epoch"] == 2 and st["bad_epochs"] == 1
 
 
+def test_the_kept_epoch_has_fitted_its_training_data() -> None:
+    # The demo's scratch run: val AUROC peaks by chance at epoch 1, before anything is learnt.
+    model = torch.nn.Linear(1, 1)
+    history = [
+        {"epoch": 1, "train_auroc": 0.50, "val_auroc": 0.72},
+        {"epoch": 2, "train_auroc": 0.58, "val_auroc": 0.42},
+        {"epoch": 3, "train_auroc": 0.77, "val_auroc": 0.50},
+        {"epoch": 4, "train_auroc": 0.88, "val_auroc": 0.60},
+        {"epoch": 5, "train_auroc": 0.84, "val_auroc": 0.36},
+        {"epoch": 6, "train_auroc": float("nan"), "val_auroc": 0.59},  # undefined: nothing to check
+    ]
+    kept = {}
+    for floor in (None, 0.7):
+        st = {"best_state": None, "best_score": -np.inf, "best_epoch": 0, "bad_epochs": 0}
+        for entry in history:
+            update_best(st, model, entry, "val_auroc", floor)
+        kept[floor] = (st["best_epoch"], st["bad_epochs"])
+    assert kept[None] == (1, 5)  # the best val epoch, whatever it fitted
+    assert kept[0.7] == (4, 2)  # epoch 3 is the first fitted one (reset), epoch 4 beats it on val
+    # No epoch fitted: the best of all, as without the floor.
+    st = {"best_state": None, "best_score": -np.inf, "best_epoch": 0, "bad_epochs": 0}
+    for entry in history[:2]:
+        update_best(st, model, entry, "val_auroc", 0.7)
+    assert st["best_epoch"] == 1 and st["best_fitted"] is False
+
+
 @pytest.mark.parametrize("bn, moved", [("freeze", False), ("adapt", True)])
 def test_batchnorm_policy(bn: str, moved: bool) -> None:
     params = _params(finetune={"bn": bn})

@@ -11,8 +11,7 @@ from pipeline import paths
 from pipeline.common import get_logger
 from pipeline.contracts import FeaturesInfo, LinearLog, write_contract
 from pipeline.dataset import load_dataset
-from pipeline.errors import StageError
-from pipeline.linear import auroc, build_training_set, fit_linear, load_linear_inputs, predict_linear
+from pipeline.linear import build_training_set, fit_linear, load_linear_inputs, predict_linear, train_val_auroc
 from pipeline.params import Params
 from pipeline.predictions import write_predictions
 from pipeline.workspace import Workspace
@@ -61,10 +60,7 @@ def run_linear(params: Params, workspace: Workspace) -> dict[str, Any]:
     predictions and reports/train/linear.json."""
     start = time.perf_counter()
     dataset = load_dataset(params, root=workspace.root)
-    try:
-        inputs = load_linear_inputs(workspace.root)
-    except ValueError as err:
-        raise StageError(str(err)) from None
+    inputs = load_linear_inputs(workspace.root)
     features, info = inputs["features"], inputs["info"]
 
     train_rows = dataset.rows("train")
@@ -79,11 +75,7 @@ def run_linear(params: Params, workspace: Workspace) -> dict[str, Any]:
     model_path = workspace.path(MODEL)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, model_path)
-
-    labels = dataset.labels()
-    val_rows = dataset.rows("val")
-    train_auroc = auroc(labels[train_rows], probs[train_rows])
-    val_auroc = auroc(labels[val_rows], probs[val_rows]) if val_rows.size else float("nan")
+    train_auroc, val_auroc = train_val_auroc(dataset, probs)
     wall = time.perf_counter() - start
     card = linear_model_card(model, info, params, int(dataset.images.shape[1]), wall)
     record = {
