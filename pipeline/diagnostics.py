@@ -62,6 +62,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.common import get_logger
+from pipeline.evaluation import find_comparison
 
 log = get_logger(__name__)
 
@@ -501,27 +502,6 @@ def _test_auroc(metrics: Mapping[str, Any], path: str) -> dict[str, float | None
         "ci_low": _round(_num(m.get("auroc_ci_low"))),
         "ci_high": _round(_num(m.get("auroc_ci_high"))),
     }
-
-
-def find_comparison(comparisons: Sequence[Mapping[str, Any]] | None, a: str, b: str) -> dict[str, Any] | None:
-    """The paired comparison of ``a`` - ``b`` from evaluation.json's list (either order; a
-    ``b - a`` entry is turned around), as ``{difference, ci_low, ci_high, p_value, method}``."""
-    for c in comparisons or []:
-        if (c.get("path_a"), c.get("path_b")) == (a, b):
-            return {k: c.get(k) for k in ("difference", "ci_low", "ci_high", "p_value", "method")}
-        if (c.get("path_a"), c.get("path_b")) == (b, a):
-            return {
-                "difference": _neg(c.get("difference")),
-                "ci_low": _neg(c.get("ci_high")),
-                "ci_high": _neg(c.get("ci_low")),
-                "p_value": c.get("p_value"),
-                "method": c.get("method"),
-            }
-    return None
-
-
-def _neg(x: float | None) -> float | None:
-    return None if x is None else -x
 
 
 def ci_claim(ci_low: float | None, ci_high: float | None) -> str:

@@ -11,7 +11,7 @@ Schema of evaluation.json: DESIGN.md, "Internal formats → evaluation.json".
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +409,33 @@ def _split_block(task: _Task, df: pd.DataFrame, threshold: float | None, params:
         ALPHA,
     )
     return out
+
+
+COMPARISON_KEYS = ("difference", "ci_low", "ci_high", "p_value", "method")
+
+
+def find_comparison(
+    comparisons: Sequence[Mapping[str, Any]] | None, a: str, b: str, keys: Sequence[str] = COMPARISON_KEYS
+) -> dict[str, Any] | None:
+    """The paired comparison of ``a`` - ``b`` from evaluation.json's list (either order; a
+    ``b - a`` entry is turned around), as ``{key: value}`` for ``keys``."""
+    for c in comparisons or []:
+        pair = (c.get("path_a"), c.get("path_b"))
+        if pair == (b, a):
+            c = {
+                **c,
+                "difference": _neg(c.get("difference")),
+                "ci_low": _neg(c.get("ci_high")),
+                "ci_high": _neg(c.get("ci_low")),
+            }
+        elif pair != (a, b):
+            continue
+        return {k: c.get(k) for k in keys}
+    return None
+
+
+def _neg(x: float | None) -> float | None:
+    return None if x is None else -x
 
 
 def separation(ci_low: float, ci_high: float, a: str = "a", b: str = "b") -> str:

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.evaluation import VAL, separation
+from pipeline.evaluation import VAL, find_comparison, separation
 from pipeline.recommendation_text import fmt, gap_text, limits, num, summary_text
 
 SCHEMA_VERSION = 1
@@ -89,23 +89,12 @@ def paired(evaluation: Mapping[str, Any], split: str, a: str, b: str) -> dict[st
     ``comparisons``, in either stored order (sign flipped for b - a), or None when absent.
     ``{"difference", "ci_low", "ci_high", "p_value", "n", "n_patients", "verdict"}``, the verdict
     ``"<a> higher"`` / ``"<b> higher"`` / ``"not separated"`` / ``"undefined"``."""
-    for c in (evaluation.get("comparisons") or {}).get(split) or []:
-        pair = (c.get("path_a"), c.get("path_b"))
-        if pair not in ((a, b), (b, a)):
-            continue
-        d, lo, hi = num(c.get("difference")), num(c.get("ci_low")), num(c.get("ci_high"))
-        if pair == (b, a):
-            d, lo, hi = _neg(d), _neg(hi), _neg(lo)
-        return {
-            "difference": d,
-            "ci_low": lo,
-            "ci_high": hi,
-            "p_value": num(c.get("p_value")),
-            "n": c.get("n"),
-            "n_patients": c.get("n_patients"),
-            "verdict": _verdict(lo, hi, a, b),
-        }
-    return None
+    keys = ("difference", "ci_low", "ci_high", "p_value", "n", "n_patients")
+    c = find_comparison((evaluation.get("comparisons") or {}).get(split), a, b, keys)
+    if c is None:
+        return None
+    out = {k: num(c[k]) for k in ("difference", "ci_low", "ci_high", "p_value")}
+    return {**out, "n": c["n"], "n_patients": c["n_patients"], "verdict": _verdict(out["ci_low"], out["ci_high"], a, b)}
 
 
 # --------------------------------------------------------------------------------------------
