@@ -57,10 +57,12 @@ bench: $(STAMP)
 
 # On a CUDA machine (nothing in make test needs one): the pipeline's fine-tune loop (loader +
 # augmentation) against the bare forward+backward+step, frozen features against a bare forward,
-# both at batch 256, then the whole demo dvc repro on the GPU.
+# both at batch 256 (with cuDNN's deterministic kernels, the default, then autotuned), then the
+# whole demo dvc repro on the GPU.
 bench-gpu: $(STAMP)
 	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'bench-gpu: no CUDA device')"
 	$(BIN)/python -m bench.models --device cuda --batch-size 256 --n-train 4096 --n-features 8192 --rounds 2 --demo-train 449 --demo-val 185 --out reports/bench/models-cuda.json
+	$(BIN)/python -m bench.models --device cuda --batch-size 256 --n-train 4096 --n-features 8192 --rounds 2 --demo-train 449 --demo-val 185 --autotune --out reports/bench/models-cuda-autotune.json
 	$(BIN)/python -m bench.repro --device cuda
 
 clean:

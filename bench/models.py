@@ -42,7 +42,7 @@ from pipeline.param_groups import make_optimizer
 from pipeline.params import REPO_ROOT, Params, load_params, validate_params
 from pipeline.store import Images, ImageStore, open_store, write_store
 from pipeline.strategies import plan_groups
-from pipeline.training import autocast_for, train
+from pipeline.training import autocast_for, set_deterministic, train
 
 OUT = REPO_ROOT / "reports" / "bench" / "models.json"
 
@@ -211,16 +211,23 @@ def bench_training(params: Params, n: int, rounds: int, folder: Path) -> dict:
 
 
 def _loader_cost(params: Params, images: Images, rounds: int) -> dict[str, float]:
-    """ms per image the trainer's loader spends reading (float16 -> float32) and augmenting."""
+    """ms per image the trainer spends reading (float16 -> float32) and augmenting (parameters drawn
+    by the loader, the batched ops on the CPU here: on a GPU they run on the device)."""
     from pipeline.augment import make_augmentation
 
     batches = np.array_split(np.arange(len(images)), -(-len(images) // params.train.batch_size))
-    transform = make_augmentation(params.augment)
+    aug = make_augmentation(params.augment)
+    cpu = torch.device("cpu")
 
-    def loader(tf):
-        return lambda: _timed(lambda: list(iter_batches(images, batches, tf, 0, 1, ahead=0)))
+    def read() -> None:
+        for b in iter_batches(images, batches, None, 0, 1):
+            b.on(cpu)
 
-    best = _interleaved({"read": loader(None), "read_and_augment": loader(transform)}, rounds)
+    def read_and_augment() -> None:
+        for b in iter_batches(images, batches, aug, 0, 1):
+            b.on(cpu, aug)
+
+    best = _interleaved({"read": lambda: _timed(read), "read_and_augment": lambda: _timed(read_and_augment)}, rounds)
     return {k: 1e3 * v / len(images) for k, v in best.items()}
 
 
@@ -255,16 +262,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--demo-val", type=int, default=185)
     parser.add_argument("--device", default=None, help="override train.device (e.g. cuda for make bench-gpu)")
     parser.add_argument("--batch-size", type=int, default=None, help="override train/features batch size")
+    parser.add_argument(
+        "--autotune",
+        action="store_true",
+        help="train.deterministic false: cuDNN autotuning, for the trainer and the bare loops (GPU)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    if args.device or args.batch_size:
+    if args.device or args.batch_size or args.autotune:
         raw = params.model_dump()
         if args.device:
             raw["train"]["device"] = args.device
         if args.batch_size:
             raw["train"]["batch_size"] = raw["features"]["batch_size"] = args.batch_size
+        if args.autotune:
+            raw["train"]["deterministic"] = False
         params = validate_params(raw)
+    # The bare loops run under the trainer's cuDNN settings (the trainer sets them globally).
+    set_deterministic(_device(params), params.train.deterministic)
     threads = set_num_threads(params.train.num_threads)
     load_before = os.getloadavg()[0]
 
@@ -281,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "backbone": params.backbone.name,
         "image_size": params.ingest.size,
+        "deterministic": params.train.deterministic,
         "features": feats,
         "training": training,
         "demo_epoch": demo,

@@ -1,9 +1,31 @@
-"""The ONE augmentation definition (MONAI), used offline and on the fly.
+"""The ONE augmentation definition: batched torch ops that run on the training device.
 
 The augment stage materialises a few deterministic views of every training image (for the frozen-
-feature linear path, which never sees pixels again), and the trainer calls :func:`augment_image`
-on the fly for finetune/scratch. Both go through :func:`make_augmentation`, so the three paths
-see the same distribution of views.
+feature linear path, which never sees pixels again), and the trainer augments each batch on the fly
+for finetune/scratch and the fine-tuning variants, on the device the model trains on (a GPU step is
+not starved by a CPU loader augmenting one image at a time). Both go through
+:class:`Augmentation`, so every path sees the same distribution of views.
+
+The transforms are MONAI's, in MONAI's order and conventions, applied to a whole batch at once:
+
+1. ``RandAffine`` (rotation, per-axis zoom, translation; bilinear, zero padding): the per-image
+   matrix is MONAI's ``create_rotate @ create_translate @ create_scale`` in centred pixel
+   coordinates (the pull direction, as ``monai.transforms.Affine`` samples), one
+   ``torch.nn.functional.affine_grid`` + ``grid_sample`` for the batch;
+2. ``RandAdjustContrast`` (gamma on each image's own [min, max] range, MONAI's formula);
+3. ``RandGaussianNoise`` (the std of each view drawn from U(0, noise_std), as MONAI samples it);
+4. ``RandFlip`` along the width (off by default);
+5. a clip to [0, 1].
+
+``tests/test_augment.py`` checks each step against MONAI's deterministic transform
+(``Affine``, ``AdjustContrast``, ``Flip``) for the drawn parameters. The random draws are this
+module's: every parameter of a batch comes from one ``numpy`` generator seeded by the batch's
+seed (drawn on the CPU, so they are the same on every device), and the noise field from a torch
+generator on the device seeded by the same seed: views are a pure function of (config, images,
+seed) on a given device type; CPU and CUDA views differ only in their noise field (the two devices'
+generators give different streams of the same distribution). Before 2026-12-03 the views came from
+MONAI's array transforms one image at a time (same transforms and distributions, other random
+streams).
 
 Choices for chest radiographs:
 
@@ -14,28 +36,27 @@ Choices for chest radiographs:
 * horizontal flip is off by default: a flipped chest puts the heart on the right (a situs
   inversus look-alike), which is not a plausible acquisition;
 * the output is clipped to [0, 1] so that noise and warps never leave the store's range.
-
-``import monai`` takes seconds, so it happens inside the functions, not at module import.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from pipeline.common import progress
 from pipeline.params import Augment
+from pipeline.paths import AUGMENTED_INDEX_COLUMNS as INDEX_COLUMNS
 from pipeline.store import Images, StoreWriter, open_store
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from monai.transforms import Compose
-
-INDEX_COLUMNS = ("aug_row", "row", "copy")
-# MONAI random states take a uint32 seed.
-_MAX_SEED = 2**32
+#: MONAI's AdjustContrast guards the division by the image's intensity range with this.
+GAMMA_EPS = 1e-7
+_MAX_SEED = 2**63
 
 
 def view_seed(seed: int, row: int, copy: int) -> int:
@@ -48,130 +69,200 @@ def view_seed(seed: int, row: int, copy: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(row), int(copy)]).generate_state(1)[0])
 
 
-def _rand_affine_fraction_class() -> type:
-    """A ``RandAffine`` whose translation is a fraction of the image side, not pixels.
+@dataclass(frozen=True)
+class Draw:
+    """The random parameters of one batch of ``B`` views (CPU tensors; pin and move with
+    :meth:`to`). Where a transform does not fire for an image its parameter is the identity."""
 
-    MONAI's ``translate_range`` is in pixels; ``params.augment.translate`` is a fraction so that
-    the same params mean the same thing at any ``ingest.size``. The range is set from the input's
-    spatial shape just before each call (the random draw happens inside the call).
+    theta: torch.Tensor  # (B, 2, 3) float32: affine_grid's normalised pull matrices (x, y order)
+    warp: torch.Tensor  # (B,) bool: the affine fires
+    gamma: torch.Tensor  # (B,) float32: contrast gamma (1 = not applied)
+    contrast: torch.Tensor  # (B,) bool: the contrast change fires
+    noise_std: torch.Tensor  # (B,) float32: std of the added noise (0 = none)
+    flip: torch.Tensor  # (B,) bool: flipped left <-> right
+    seed: int  # the batch's seed: the noise field's generator
 
-    Built on first use (importing MONAI is slow) and published as the module attribute
-    ``RandAffineFraction`` (see :func:`__getattr__`), so a transform pickles into DataLoader
-    worker processes.
-    """
-    cls = globals().get("RandAffineFraction")
-    if cls is not None:
-        return cls
-    from monai.transforms import RandAffine
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Draw:
+        return Draw(
+            theta=fn(self.theta),
+            warp=fn(self.warp),
+            gamma=fn(self.gamma),
+            contrast=fn(self.contrast),
+            noise_std=fn(self.noise_std),
+            flip=fn(self.flip),
+            seed=self.seed,
+        )
 
-    class RandAffineFraction(RandAffine):
-        def __init__(self, translate_fraction: float, **kwargs) -> None:
-            super().__init__(**kwargs)
-            self.translate_fraction = float(translate_fraction)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Draw:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-        def __call__(self, img, *args, **kwargs):  # type: ignore[override]
-            spatial = tuple(img.shape[1:])
-            self.rand_affine_grid.translate_range = tuple(self.translate_fraction * s for s in spatial)
-            return super().__call__(img, *args, **kwargs)
+    def pin_memory(self) -> Draw:
+        return self._map(lambda t: t.pin_memory())
 
-    RandAffineFraction.__module__ = __name__
-    RandAffineFraction.__qualname__ = "RandAffineFraction"
-    globals()["RandAffineFraction"] = RandAffineFraction
-    return RandAffineFraction
-
-
-def __getattr__(name: str):
-    # PEP 562: `pipeline.augment.RandAffineFraction` resolves (and imports MONAI) on demand, which
-    # is what unpickling a transform in a fresh worker process looks up.
-    if name == "RandAffineFraction":
-        return _rand_affine_fraction_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __len__(self) -> int:
+        return int(self.warp.shape[0])
 
 
-def make_augmentation(cfg: Augment) -> Compose:
-    """The augmentation pipeline for channel-first float32 images ``(1, S, S)`` in [0, 1].
+def monai_affine(angle: np.ndarray, zoom: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(B, 3, 3) matrices ``create_rotate(angle) @ create_translate(shift) @ create_scale(zoom)``
+    of MONAI (2-D, axes (H, W), centred pixel coordinates), for B images at once."""
+    angle = np.asarray(angle, np.float64)
+    b = angle.shape[0]
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.zeros((b, 3, 3))
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
+    tra = np.tile(np.eye(3), (b, 1, 1))
+    tra[:, :2, 2] = shift
+    sca = np.zeros((b, 3, 3))
+    sca[:, 0, 0], sca[:, 1, 1], sca[:, 2, 2] = zoom[:, 0], zoom[:, 1], 1.0
+    return rot @ tra @ sca
 
-    Each random transform fires with probability ``cfg.prob``. Transforms whose range is zero are
-    left out (an identity warp would still resample and blur the image).
-    """
-    from monai.transforms import (
-        Compose,
-        RandAdjustContrast,
-        RandFlip,
-        RandGaussianNoise,
-        ScaleIntensityRange,
+
+def grid_theta(affine: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(B, 2, 3) ``affine_grid`` matrices (normalised coordinates, x = width first,
+    ``align_corners=False``) of (B, 3, 3) pull matrices in MONAI's centred (H, W) pixel
+    coordinates: MONAI's ``Resample`` normalises a pixel coordinate q by ``2 q / size``."""
+    d = np.diag([height / 2.0, width / 2.0, 1.0])
+    normalised = np.linalg.inv(d) @ affine @ d
+    swap = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (H, W) -> (x, y)
+    return (swap @ normalised @ swap)[:, :2]
+
+
+def make_draw(
+    height: int,
+    width: int,
+    seed: int,
+    *,
+    warp: np.ndarray,
+    angle: np.ndarray,
+    zoom: np.ndarray,
+    shift: np.ndarray,
+    contrast: np.ndarray,
+    gamma: np.ndarray,
+    noise_std: np.ndarray,
+    flip: np.ndarray,
+) -> Draw:
+    """A :class:`Draw` from explicit per-image parameters (MONAI's meaning: ``angle`` in radians,
+    ``zoom`` and ``shift`` (B, 2) along (H, W), ``shift`` in pixels); where ``warp`` or
+    ``contrast`` is False that transform is the identity for the image."""
+    warp = np.asarray(warp, bool)
+    contrast = np.asarray(contrast, bool)
+    affine = monai_affine(
+        np.where(warp, angle, 0.0), np.where(warp[:, None], zoom, 1.0), np.where(warp[:, None], shift, 0.0)
+    )
+    return Draw(
+        theta=torch.from_numpy(grid_theta(affine, height, width).astype(np.float32)),
+        warp=torch.from_numpy(warp),
+        gamma=torch.from_numpy(np.where(contrast, gamma, 1.0).astype(np.float32)),
+        contrast=torch.from_numpy(contrast),
+        noise_std=torch.from_numpy(np.asarray(noise_std, np.float32)),
+        flip=torch.from_numpy(np.asarray(flip, bool)),
+        seed=int(seed) % _MAX_SEED,
     )
 
-    transforms = []
-    if cfg.rotate_deg > 0 or cfg.scale > 0 or cfg.translate > 0:
-        RandAffineFraction = _rand_affine_fraction_class()
-        transforms.append(
-            RandAffineFraction(
-                translate_fraction=cfg.translate,
-                prob=cfg.prob,
-                # rotate_range in radians, in-plane (2-D: one angle).
-                rotate_range=(float(np.deg2rad(cfg.rotate_deg)),) if cfg.rotate_deg > 0 else None,
-                # zoom factor per axis drawn from 1 + U(-scale, scale): size and habitus changes
-                scale_range=(cfg.scale, cfg.scale) if cfg.scale > 0 else None,
-                mode="bilinear",
-                padding_mode="zeros",
-            )
-        )
-    if tuple(cfg.gamma) != (1.0, 1.0):
-        # gamma < 1 brightens, > 1 darkens: mimics exposure / processing differences between sites.
-        transforms.append(RandAdjustContrast(prob=cfg.prob, gamma=tuple(cfg.gamma)))
-    if cfg.noise_std > 0:
-        # MONAI draws the std of each view from U(0, noise_std): a mix of clean and noisy views.
-        transforms.append(RandGaussianNoise(prob=cfg.prob, mean=0.0, std=cfg.noise_std))
-    if cfg.horizontal_flip:
-        # spatial axis 1 of (C, H, W) is the image width: left <-> right.
-        transforms.append(RandFlip(prob=cfg.prob, spatial_axis=1))
-    # Identity intensity map with clip=True: keeps every view in the store's [0, 1] range.
-    transforms.append(ScaleIntensityRange(a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
-    return Compose(transforms)
 
+class Augmentation:
+    """Random views of channel-first batches ``(B, 1, H, W)`` float32 in [0, 1], on their device.
 
-def augment_image(transform: Compose, image: np.ndarray, seed: int) -> np.ndarray:
-    """One augmented view of a ``(S, S)`` image: float32 ``(S, S)`` in [0, 1], fixed by ``seed``.
-
-    Reseeds ``transform`` in place (not thread-safe: give each worker its own transform). The
-    same (transform config, image, seed) always gives the same view.
+    ``draw`` makes a batch's random parameters on the CPU (the loader thread does it, and pins
+    them for a GPU), ``apply`` runs the batched ops on the images' device; ``aug(x, seed)`` is
+    both. Each random transform fires with probability ``cfg.prob``; a transform whose range is
+    zero is left out (an identity warp would still resample and blur the image).
     """
+
+    def __init__(self, cfg: Augment) -> None:
+        self.cfg = cfg
+        self.warps = cfg.rotate_deg > 0 or cfg.scale > 0 or cfg.translate > 0
+        self.contrasts = tuple(cfg.gamma) != (1.0, 1.0)
+        self.noises = cfg.noise_std > 0
+        self.flips = bool(cfg.horizontal_flip)
+
+    def __repr__(self) -> str:
+        on = [n for n, f in (("affine", self.warps), ("contrast", self.contrasts), ("noise", self.noises),
+                             ("flip", self.flips)) if f]  # fmt: skip
+        return f"Augmentation({', '.join(on) or 'clip only'}; prob={self.cfg.prob})"
+
+    def draw(self, n: int, height: int, width: int, seed: int) -> Draw:
+        """The parameters of ``n`` views (in MONAI's distributions), fixed by ``seed``."""
+        cfg = self.cfg
+        rng = np.random.default_rng(int(seed) % _MAX_SEED)
+        fire = rng.random((n, 4)) < cfg.prob  # affine, contrast, noise, flip
+        r = float(np.deg2rad(cfg.rotate_deg))
+        angle = rng.uniform(-r, r, n)
+        zoom = 1.0 + rng.uniform(-cfg.scale, cfg.scale, (n, 2))  # MONAI: 1 + U(-s, s) per axis
+        shift = rng.uniform(-1.0, 1.0, (n, 2)) * cfg.translate * np.array([height, width])  # a fraction
+        gamma = rng.uniform(cfg.gamma[0], cfg.gamma[1], n)
+        std = rng.uniform(0.0, cfg.noise_std, n)
+        return make_draw(
+            height,
+            width,
+            seed,
+            warp=fire[:, 0] & self.warps,
+            angle=angle,
+            zoom=zoom,
+            shift=shift,
+            contrast=fire[:, 1] & self.contrasts,
+            gamma=gamma,
+            noise_std=np.where(fire[:, 2] & self.noises, std, 0.0),
+            flip=fire[:, 3] & self.flips,
+        )
+
+    def apply(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
+        """The views of ``x`` (B, 1, H, W) for ``draw`` (on ``x``'s device), clipped to [0, 1]."""
+        _check_batch(x)
+        if len(draw) != x.shape[0]:
+            raise ValueError(f"{len(draw)} drawn views for a batch of {x.shape[0]}")
+        x = x.float()
+        one = (-1, 1, 1, 1)
+        if self.warps:
+            grid = F.affine_grid(draw.theta, list(x.shape), align_corners=False)
+            warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            x = torch.where(draw.warp.view(one), warped, x)
+        if self.contrasts:
+            lo = x.amin(dim=(1, 2, 3), keepdim=True)
+            span = x.amax(dim=(1, 2, 3), keepdim=True) - lo
+            adjusted = ((x - lo) / (span + GAMMA_EPS)).pow(draw.gamma.view(one)) * span + lo
+            x = torch.where(draw.contrast.view(one), adjusted, x)
+        if self.noises:
+            gen = torch.Generator(device=x.device).manual_seed(draw.seed)
+            noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            x = x + noise * draw.noise_std.view(one)
+        if self.flips:
+            x = torch.where(draw.flip.view(one), x.flip(-1), x)
+        return x.clamp(0.0, 1.0)
+
+    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        _check_batch(x)
+        return self.apply(x, self.draw(x.shape[0], x.shape[2], x.shape[3], seed).to(x.device))
+
+
+def _check_batch(x: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"Augmentation expects (B, 1, H, W) images, got shape {tuple(x.shape)}")
+
+
+def make_augmentation(cfg: Augment) -> Augmentation:
+    """The augmentation of ``params.augment`` (see :class:`Augmentation`)."""
+    return Augmentation(cfg)
+
+
+def augment_batch(transform: Augmentation, images: np.ndarray, seed: int) -> np.ndarray:
+    """Views of a ``(B, S, S)`` numpy batch on the CPU: float32 ``(B, S, S)`` in [0, 1], fixed by
+    ``seed`` and the order of the images (one draw for the batch)."""
+    imgs = np.asarray(images)
+    if imgs.ndim != 3:
+        raise ValueError(f"augment_batch expects a 3-D (B, S, S) array, got shape {imgs.shape}")
+    x = torch.from_numpy(np.array(imgs, dtype=np.float32))[:, None]
+    with torch.no_grad():
+        return transform(x, seed)[:, 0].numpy()
+
+
+def augment_image(transform: Augmentation, image: np.ndarray, seed: int) -> np.ndarray:
+    """One view of a ``(S, S)`` image: float32 ``(S, S)`` in [0, 1], fixed by ``seed``."""
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"augment_image expects a 2-D (S, S) image, got shape {img.shape}")
     return augment_batch(transform, img[None], seed)[0]
-
-
-def augment_batch(transform: Compose, images: np.ndarray, seed: int) -> np.ndarray:
-    """Augmented views of a ``(B, S, S)`` batch, fixed by ``seed`` and the order of the images.
-
-    The transform is seeded once for the whole batch and then draws for each image in turn:
-    reseeding per image builds a new ``RandomState`` for every random transform, a quarter of the
-    per-image cost at 128 px. The on-the-fly trainer uses this with a seed fixed by (seed, epoch,
-    batch rows), so a resumed run sees the same views.
-    """
-    imgs = np.asarray(images)
-    if imgs.ndim != 3:
-        raise ValueError(f"augment_batch expects a 3-D (B, S, S) array, got shape {imgs.shape}")
-    from monai.data import get_track_meta, set_track_meta
-
-    transform.set_random_state(seed=int(seed) % _MAX_SEED)
-    out = np.empty(imgs.shape, dtype=np.float32)
-    # Metadata tracking (MetaTensor bookkeeping) is a third of the cost at 128 px and nothing here
-    # reads it; the output is bit-identical without it. Restore the global flag for other users.
-    tracking = get_track_meta()
-    set_track_meta(False)
-    try:
-        for i, img in enumerate(imgs):
-            view = transform(img[None].astype(np.float32, copy=True))
-            # MONAI may return a tensor; callers get plain numpy.
-            if hasattr(view, "detach"):
-                view = view.detach().cpu().numpy()
-            out[i] = np.asarray(view, dtype=np.float32)[0]
-    finally:
-        set_track_meta(tracking)
-    return out
 
 
 def empty_index() -> pd.DataFrame:
@@ -218,10 +309,8 @@ def materialise(
     transform = make_augmentation(cfg)
 
     def views():
-        import torch
-
-        # MONAI's per-image ops on a 128 px image gain nothing from threads, and on a busy machine
-        # a two-thread OpenMP region per tiny op costs ~10x more (measured: 36 vs 9 ms/view).
+        # One view per call (its own seed): the ops on one 128 px image gain nothing from threads,
+        # and on a busy machine a two-thread OpenMP region per tiny op costs many times more.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -247,7 +336,7 @@ def materialise(
 def preview_grid(
     images: Images,
     rows: np.ndarray,
-    transform: Compose,
+    transform: Augmentation,
     seed: int,
     path: str | Path,
     copies: int = 3,

@@ -287,7 +287,9 @@ class NetModelCard(Contract):
     optimizer: str
     bn: Literal["adapt", "freeze"] = Field(description="BatchNorm running statistics while training")
     head_init: Literal["random", "linear_probe"]
-    augment_on_the_fly: bool = Field(description="training batches augmented on the fly (MONAI)")
+    augment_on_the_fly: bool = Field(
+        description="training batches augmented on the fly (pipeline.augment, on the training device)"
+    )
     trained_params: int = Field(description="parameters of the trainable layer groups")
 
 

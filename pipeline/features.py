@@ -15,9 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.backbones import ClassifierModel, images_to_tensor, set_num_threads
+from pipeline.backbones import ClassifierModel, set_num_threads
 from pipeline.common import get_logger, progress
+from pipeline.loader import iter_images
 from pipeline.store import Images
+
+#: Batches of embeddings kept on the device between two copies to the host.
+FLUSH_BATCHES = 16
+
 
 log = get_logger(__name__)
 
@@ -62,12 +67,22 @@ def embed(
     n = len(images)
     out = np.empty((n, model.num_features), dtype=np.float32)
     t0 = time.perf_counter()
-    starts = range(0, n, batch_size)
+    n_batches = -(-n // batch_size)
+    done: list[tuple[int, torch.Tensor]] = []  # embeddings still on the device
+
+    def flush() -> None:
+        # One device -> host transfer per FLUSH_BATCHES batches, not a host sync per batch.
+        for start, emb in done:
+            out[start : start + len(emb)] = emb.cpu().numpy()
+        done.clear()
+
     with torch.inference_mode():
-        for start in progress(starts, total=len(starts), desc=desc):
-            stop = min(start + batch_size, n)
-            x = images_to_tensor(images[start:stop], device)
-            out[start:stop] = model.forward_features(x).float().cpu().numpy()
+        batches = iter_images(images, np.arange(n), batch_size, device)
+        for rows, x in progress(batches, total=n_batches, desc=desc):
+            done.append((int(rows[0]), model.forward_features(x).float()))
+            if len(done) >= FLUSH_BATCHES:
+                flush()
+        flush()
     return out, EmbedStats(n, time.perf_counter() - t0)
 
 

@@ -34,7 +34,6 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.augment import INDEX_COLUMNS
 from pipeline.common import get_logger
 from pipeline.cvsearch import SELECTION_SCORING, Split, best_row, score_grid
 from pipeline.errors import StageError
@@ -390,8 +389,9 @@ def load_linear_inputs(root: Path) -> dict[str, Any]:
             f"{info.D}; rerun the features stage"
         )
     aug_index = pd.read_csv(root / paths.AUGMENTED_INDEX, dtype="int64")
-    if list(aug_index.columns) != list(INDEX_COLUMNS):
-        raise StageError(f"{paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {list(INDEX_COLUMNS)}")
+    expected = list(paths.AUGMENTED_INDEX_COLUMNS)
+    if list(aug_index.columns) != expected:
+        raise StageError(f"{paths.AUGMENTED_INDEX} columns {list(aug_index.columns)}, expected {expected}")
     aug_features = np.load(root / paths.AUGMENTED_FEATURES, mmap_mode="r")
     return {"features": features, "aug_features": aug_features, "aug_index": aug_index, "info": info}
 

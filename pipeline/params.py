@@ -212,6 +212,10 @@ class Train(_Section):
     nproc: int = Field(default=1, ge=1, le=1024)
     # torch.compile the training step (helps on GPUs; on CPU the compile time dominates short runs).
     compile: bool = False
+    # cuDNN's deterministic algorithms without autotuning (a GPU run repeats bit for bit); false
+    # lets cuDNN benchmark and keep the fastest kernels (results then vary within noise between
+    # runs). No effect on CPU.
+    deterministic: bool = True
 
 
 class Finetune(_Section):

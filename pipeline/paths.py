@@ -17,6 +17,7 @@ MANIFEST = PROCESSED / "manifest.csv"
 SPLITS = PROCESSED / "splits.csv"
 AUGMENTED_STORE = PROCESSED / "augmented"  # (M, size, size) float16, augmented.csv order
 AUGMENTED_INDEX = PROCESSED / "augmented.csv"  # aug_row, row (source manifest row), copy
+AUGMENTED_INDEX_COLUMNS = ("aug_row", "row", "copy")
 
 FEATURES_DIR = Path("data/features")
 FEATURES = FEATURES_DIR / "images.npy"  # (N, D) float32, manifest row order

@@ -43,13 +43,12 @@ from pipeline import distributed
 from pipeline.backbones import (
     ClassifierModel,
     create_backbone,
-    images_to_tensor,
     select_device,
     set_num_threads,
 )
 from pipeline.checkpoint import cpu_state, fingerprint, load_matching, save_atomic
 from pipeline.common import get_logger, seed_everything
-from pipeline.loader import epoch_seed, iter_batches, loader_ahead, make_batches
+from pipeline.loader import epoch_seed, iter_batches, iter_images, loader_settings, make_batches
 from pipeline.param_groups import GroupPlan, make_optimizer, make_scheduler
 from pipeline.params import Backbone, Params
 from pipeline.strategies import Strategy, get_strategy
@@ -110,10 +109,10 @@ def predict_logits(
     model.eval()
     out = np.empty((len(rows), model.num_classes), dtype=np.float32)
     try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            x = images_to_tensor(images[chunk], device)
-            out[start : start + len(chunk)] = model(x).float().cpu().numpy()
+        done = 0
+        for chunk, x in iter_images(images, rows, batch_size, device):
+            out[done : done + len(chunk)] = model(x).float().cpu().numpy()
+            done += len(chunk)
     finally:
         model.train(was_training)
     return out
@@ -173,11 +172,13 @@ def autocast_for(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def set_deterministic(device: torch.device) -> None:
-    """Reproducible kernel choice on CUDA (cuDNN deterministic algorithms, no autotuning)."""
+def set_deterministic(device: torch.device, deterministic: bool = True) -> None:
+    """cuDNN's kernel choice on CUDA (``train.deterministic``): deterministic algorithms without
+    autotuning (reproducible), or autotuned (cuDNN benchmarks each new shape once and keeps the
+    fastest kernels; runs then differ within noise)."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,9 +412,11 @@ def _run_epoch(run: _Run, st: dict[str, Any], dataset: Any, labels: np.ndarray, 
     bs = params.train.batch_size
     batches = make_batches(order, distributed.local_batch_size(bs, run.ctx))
     t_pass = time.perf_counter()
-    for rows, batch in iter_batches(dataset.images, batches, run.transform, run.seed, epoch, loader_ahead(run.device)):
-        x = images_to_tensor(batch, run.device)
-        y = torch.from_numpy(labels[rows]).to(run.device)
+    loader = iter_batches(dataset.images, batches, run.transform, run.seed, epoch, loader_settings(run.device))
+    for batch in loader:
+        rows = batch.rows
+        x = batch.on(run.device, run.transform)  # augmented on the training device
+        y = torch.from_numpy(labels[rows]).to(run.device, non_blocking=True)
         run.optimizer.zero_grad(set_to_none=True)
         with autocast_for(run.device):
             logits = run.net(x)
@@ -483,7 +486,7 @@ def _setup(name: str, dataset: Any, params: Params, n_train: int, epochs: int | 
     ctx = distributed.init(device.type)
     if ctx.active and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
-    set_deterministic(device)
+    set_deterministic(device, tr.deterministic)
     seed_everything(seed)
     model = create_backbone(params.backbone, len(dataset.classes), pretrained=strategy.pretrained)
     if strategy.head_init == "linear_probe":

@@ -7,13 +7,18 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline.augment import (
     INDEX_COLUMNS,
+    Augmentation,
+    Draw,
     augment_batch,
     augment_image,
     make_augmentation,
+    make_draw,
     materialise,
+    monai_affine,
     preview_grid,
     view_seed,
 )
@@ -171,9 +176,141 @@ def test_batch_is_seeded_once_and_deterministic(default_transform) -> None:
     b = augment_batch(default_transform, batch, seed=11)
     np.testing.assert_array_equal(a, b)
     assert a.shape == batch.shape and a.dtype == np.float32
-    # The first image takes the first draw after seeding, exactly as augment_image does.
-    np.testing.assert_array_equal(a[0], augment_image(default_transform, img, seed=11))
     # Identical inputs still get different views within a batch.
     assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[1], a[2])
     with pytest.raises(ValueError, match="3-D"):
         augment_batch(default_transform, img, seed=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against MONAI: each batched step equals MONAI's deterministic transform for the drawn parameters
+
+
+def _explicit(n: int, **over) -> Draw:
+    base = dict(
+        warp=np.zeros(n, bool),
+        angle=np.zeros(n),
+        zoom=np.ones((n, 2)),
+        shift=np.zeros((n, 2)),
+        contrast=np.zeros(n, bool),
+        gamma=np.ones(n),
+        noise_std=np.zeros(n),
+        flip=np.zeros(n, bool),
+    )
+    base.update(over)
+    return make_draw(S, S + 8, 0, **base)
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    """Smooth non-square images with some structure and a black border, in [0.05, 0.95]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:S, 0 : S + 8] / S
+    out = [0.5 + 0.3 * np.sin(5 * xx + k) * np.cos(3 * yy - k) + 0.05 * rng.random((S, S + 8)) for k in range(n)]
+    arr = np.clip(np.stack(out), 0.05, 0.95).astype(np.float32)
+    arr[:, :, :3] = 0.0
+    return arr
+
+
+@pytest.fixture(scope="module")
+def everything_on() -> Augmentation:
+    return Augmentation(_cfg(prob=1.0, horizontal_flip=True))
+
+
+def test_monai_affine_matrices_equal_monais_own() -> None:
+    from monai.transforms.utils import create_rotate, create_scale, create_translate
+
+    angle, zoom, shift = (
+        np.array([0.3, -0.1]),
+        np.array([[1.1, 0.9], [0.95, 1.02]]),
+        np.array([[2.0, -3.0], [0.5, 1.5]]),
+    )
+    got = monai_affine(angle, zoom, shift)
+    for i in range(2):
+        ref = create_rotate(2, angle[i]) @ create_translate(2, shift[i]) @ create_scale(2, zoom[i])
+        np.testing.assert_allclose(got[i], ref, atol=1e-12)
+
+
+def test_batched_warp_equals_monai_affine_per_image(everything_on) -> None:
+    from monai.transforms import Affine
+
+    imgs = _images(3)
+    angle, zoom = np.array([0.25, -0.4, 0.0]), np.array([[1.1, 0.9], [0.92, 1.06], [1.0, 1.0]])
+    shift = np.array([[2.0, -3.5], [-1.25, 0.75], [0.0, 0.0]])
+    warp = np.array([True, True, False])
+    draw = _explicit(3, warp=warp, angle=angle, zoom=zoom, shift=shift)
+    views = Augmentation(_cfg(prob=1.0, gamma=(1.0, 1.0), noise_std=0.0)).apply(torch.from_numpy(imgs)[:, None], draw)
+    for i in range(2):
+        ref = Affine(rotate_params=float(angle[i]), scale_params=tuple(map(float, zoom[i])),
+                     translate_params=tuple(map(float, shift[i])),
+                     mode="bilinear", padding_mode="zeros", image_only=True)(imgs[i][None])  # fmt: skip
+        np.testing.assert_allclose(views[i, 0].numpy(), np.asarray(ref)[0], atol=1e-5)
+        assert np.abs(views[i, 0].numpy() - imgs[i]).max() > 0.1  # it really moved
+    np.testing.assert_array_equal(views[2, 0].numpy(), imgs[2])  # not fired: untouched, not resampled
+
+
+def test_contrast_noise_flip_equal_monai(everything_on) -> None:
+    from monai.transforms import AdjustContrast, Flip
+
+    imgs = _images(3, seed=1)
+    x = torch.from_numpy(imgs)[:, None]
+    gamma = np.array([0.6, 1.7, 1.3])
+    draw = _explicit(3, contrast=np.array([True, True, False]), gamma=gamma, flip=np.array([False, True, True]))
+    views = everything_on.apply(x, draw)[:, 0].numpy()
+    for i, (c, f) in enumerate([(True, False), (True, True), (False, True)]):
+        ref = imgs[i][None]
+        ref = np.asarray(AdjustContrast(gamma[i])(ref)) if c else ref
+        ref = np.asarray(Flip(spatial_axis=1)(ref)) if f else ref
+        np.testing.assert_allclose(views[i], np.clip(ref[0], 0, 1), atol=1e-6)
+    # Noise: x + N(0, std) per image (MONAI's RandGaussianNoise for a drawn std), then the clip;
+    # fixed by the draw's seed, different for another seed.
+    flat = np.full((2, 1, S, S + 8), 0.5, np.float32)
+    noisy = make_draw(S, S + 8, 5, **{**_explicit_args(2), "noise_std": np.array([0.02, 0.0])})
+    out = everything_on.apply(torch.from_numpy(flat), noisy).numpy()
+    assert abs(float((out[0] - 0.5).std()) - 0.02) < 0.002 and abs(float((out[0] - 0.5).mean())) < 0.002
+    np.testing.assert_array_equal(out[1], flat[1])  # std 0: no noise
+    again = everything_on.apply(torch.from_numpy(flat), noisy).numpy()
+    np.testing.assert_array_equal(out, again)
+    other = make_draw(S, S + 8, 6, **{**_explicit_args(2), "noise_std": np.array([0.02, 0.0])})
+    assert not np.array_equal(everything_on.apply(torch.from_numpy(flat), other).numpy(), out)
+
+
+def _explicit_args(n: int) -> dict:
+    return dict(
+        warp=np.zeros(n, bool), angle=np.zeros(n), zoom=np.ones((n, 2)), shift=np.zeros((n, 2)),
+        contrast=np.zeros(n, bool), gamma=np.ones(n), noise_std=np.zeros(n), flip=np.zeros(n, bool),
+    )  # fmt: skip
+
+
+def test_draws_follow_monais_distributions() -> None:
+    """Each transform fires with probability prob; angle in +-rotate_deg, zoom 1 +- scale per
+    axis, shift +- translate x the side, gamma in its range, noise std in [0, noise_std]."""
+    cfg = _cfg(
+        prob=0.3, rotate_deg=12.0, scale=0.1, translate=0.05, gamma=(0.7, 1.5), noise_std=0.02, horizontal_flip=True
+    )
+    aug = Augmentation(cfg)
+    d = aug.draw(4000, 64, 64, seed=3)
+    for fired in (d.warp, d.contrast, d.noise_std > 0, d.flip):
+        assert abs(float(fired.float().mean()) - 0.3) < 0.03
+    theta = d.theta.numpy()[d.warp.numpy()]
+    assert np.abs(np.arctan2(theta[:, 1, 0], theta[:, 0, 0])).max() <= np.deg2rad(12.0) * 1.12  # zoom skews it a bit
+    gam = d.gamma.numpy()[d.contrast.numpy()]
+    assert gam.min() >= 0.7 and gam.max() <= 1.5 and np.all(d.gamma.numpy()[~d.contrast.numpy()] == 1.0)
+    assert d.noise_std.max() <= 0.02
+    np.testing.assert_array_equal(
+        d.theta[~d.warp].numpy(), np.tile([[1, 0, 0], [0, 1, 0]], (int((~d.warp).sum()), 1, 1))
+    )
+    # The same seed, the same draw; pinning and moving keep every field.
+    again = aug.draw(4000, 64, 64, seed=3)
+    assert torch.equal(again.theta, d.theta) and torch.equal(again.flip, d.flip)
+    assert torch.equal(d.to("cpu").gamma, d.gamma) and len(d) == 4000
+
+
+def test_transforms_left_out_and_shape_checked() -> None:
+    off = Augmentation(_cfg(prob=1.0, rotate_deg=0, scale=0, translate=0, gamma=(1.0, 1.0), noise_std=0.0))
+    x = torch.from_numpy(_images(2))[:, None]
+    torch.testing.assert_close(off(x, seed=1), x)  # clip only: images already in [0, 1]
+    assert "clip only" in repr(off) and "affine" in repr(Augmentation(_cfg()))
+    with pytest.raises(ValueError, match="B, 1, H, W"):
+        off(x[:, 0], seed=1)
+    with pytest.raises(ValueError, match="drawn views"):
+        off.apply(x, off.draw(3, S, S + 8, seed=0))

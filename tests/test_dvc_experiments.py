@@ -1,5 +1,5 @@
 """Queued experiments (README "Experiments and sweeps"): two sweeps points queued with
-`dvc exp run --queue -S finetune.lr_powers=...`, run by a `dvc queue start` worker in the
+`dvc exp run --queue -S finetune.lr_powers=...`, run by two `dvc queue start -j 2` workers in the
 background, compared with `dvc exp show --json`.
 
 Runs the real dvc.yaml on a tiny project (tests/dvc_project.py, the session fixture dvc_baseline).
@@ -51,7 +51,7 @@ def test_queued_sweep_runs_in_the_background_and_exp_show_compares_it(dvc_baseli
         out = dvc(project, "exp", "run", "--queue", "-n", name, "-S", f"finetune.lr_powers={powers}", DVC_TARGET)
         assert "Queued experiment" in out
     assert dvc(project, "queue", "status").count("Queued") == len(SWEEP)
-    dvc(project, "queue", "start", "-j", "1")
+    dvc(project, "queue", "start", "-j", "2")  # two workers, as README shows (one per GPU there)
     try:
         _wait_for_queue(project, len(SWEEP))
     finally:

@@ -54,6 +54,20 @@ def test_embedding_is_the_eval_mode_forward_in_row_order(model) -> None:
     assert np.abs(feats[0] - feats[1]).max() > 1e-3
 
 
+def test_embeddings_copied_to_the_host_in_groups_keep_row_order(model, monkeypatch) -> None:
+    """The embeddings stay on the device for FLUSH_BATCHES batches, then go to the host together:
+    a flush in the middle of the run puts every row where it belongs."""
+    import pipeline.features as features
+
+    images = _store(7, seed=3)
+    monkeypatch.setattr(features, "FLUSH_BATCHES", 100)
+    whole, _ = embed(model, images, batch_size=2)
+    monkeypatch.setattr(features, "FLUSH_BATCHES", 3)  # 4 batches: a flush in the loop, one after it
+    grouped, _ = embed(model, images, batch_size=2)
+    np.testing.assert_array_equal(grouped, whole)
+    assert np.abs(grouped[-1] - grouped[0]).max() > 1e-3
+
+
 def test_empty_augmented_store_gives_empty_features(model) -> None:
     feats, aug_feats, info = extract_features(
         model, _store(2), np.empty((0, 32, 32), np.float16), batch_size=8, num_threads=0

@@ -202,22 +202,39 @@ def test_warmup_and_unfreeze_leave_frozen_groups_bit_identical() -> None:
     assert changed == {"_conv_head", "_bn1"}  # only the last backbone group (head_conv) moved
 
 
-def test_loader_thread_gives_the_same_batches_in_order() -> None:
+def test_loader_threads_give_the_same_batches_in_order() -> None:
     from pipeline.augment import make_augmentation
-    from pipeline.loader import iter_batches, load_batch
+    from pipeline.loader import LoaderSettings, iter_batches, load_batch
 
     images = _dataset(n=12).images
-    batches = [np.array([3, 1, 4]), np.array([0, 5]), np.array([9, 2, 6])]
-    cfg = _params().augment
-    direct = [load_batch(images, b, make_augmentation(cfg), seed=1, epoch=2) for b in batches]
-    for ahead in (0, 2):
-        got = list(iter_batches(images, batches, make_augmentation(cfg), 1, 2, ahead=ahead))
-        assert [r.tolist() for r, _ in got] == [b.tolist() for b in batches]
-        assert all(np.array_equal(x, d) for (_, x), d in zip(got, direct, strict=False))
+    batches = [np.array([3, 1, 4]), np.array([0, 5]), np.array([9, 2, 6]), np.array([7, 8])]
+    aug = make_augmentation(_params().augment)
+    direct = [load_batch(images, b, aug, seed=1, epoch=2) for b in batches]
+    for settings in (LoaderSettings(), LoaderSettings(ahead=2), LoaderSettings(ahead=3, workers=2)):
+        got = list(iter_batches(images, batches, aug, 1, 2, settings))
+        assert [b.rows.tolist() for b in got] == [b.tolist() for b in batches]
+        for g, d in zip(got, direct, strict=True):
+            assert torch.equal(g.images, d.images) and torch.equal(g.draw.theta, d.draw.theta)
+            assert torch.equal(g.on(torch.device("cpu"), aug), d.on(torch.device("cpu"), aug))
+    # The images are the store rows as float32 (B, 1, S, S); a run of rows reads as a slice.
+    np.testing.assert_array_equal(direct[0].images[:, 0].numpy(), np.asarray(images[[3, 1, 4]], np.float32))
+    run = load_batch(images, np.array([7, 8]), None, seed=1, epoch=2)
+    np.testing.assert_array_equal(run.images[:, 0].numpy(), np.asarray(images[7:9], np.float32))
+    assert run.draw is None and torch.equal(run.on(torch.device("cpu")), run.images)
     # Augmentation depends on the epoch (new views each epoch) and really changes the image.
-    other = load_batch(images, batches[0], make_augmentation(cfg), seed=1, epoch=3)
-    assert not np.array_equal(other, direct[0])
-    assert not np.array_equal(direct[0], np.asarray(images[batches[0]], np.float32))
+    view = direct[0].on(torch.device("cpu"), aug)
+    other = load_batch(images, batches[0], aug, seed=1, epoch=3).on(torch.device("cpu"), aug)
+    assert not torch.equal(other, view) and not torch.equal(view, direct[0].images)
+
+
+def test_loader_settings_read_ahead_only_off_cpu() -> None:
+    from pipeline.loader import loader_settings
+
+    cpu = loader_settings(torch.device("cpu"))
+    assert cpu.ahead == 0 and not cpu.pin
+    gpu = loader_settings(torch.device("cuda", 0))  # a device object: no GPU needed
+    assert gpu.ahead >= 2 and gpu.workers >= 2 and gpu.pin
+    assert not loader_settings(torch.device("mps")).pin
 
 
 # ---------------------------------------------------------------------------------------------
