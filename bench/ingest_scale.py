@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         nbytes = write_corpus(tmp / "corpus", max(a.sizes), codestreams(a.distinct))
         generated = time.perf_counter() - t
-        # Write the corpus's dirty pages back before timing: otherwise the kernel's writeback of
-        # ~4 GB competes with the first sizes' runs (measured: 1k and 5k 10-15% slower than 20k
-        # right after generation, all three within 3% once it is done).
+        # Write the corpus's dirty pages back before timing, so that no size's run shares the
+        # machine with the kernel's writeback of ~4 GB (a precaution: on the dev VM it took
+        # 0.8 s, recorded as sync_s).
         t = time.perf_counter()
         os.sync()
         result["corpus"] = {
