@@ -88,6 +88,11 @@ def tiny_params(**data: Any) -> dict[str, Any]:
     raw["linear"].update(C_grid=[1.0], cv_folds=2, max_iter=200)
     raw["train"].update(epochs=1, batch_size=8, early_stopping_patience=1, device="cpu")
     raw["evaluate"].update(bootstrap_samples=100)
+    # scratch runs a step budget, not train.epochs: keep it (and its lr search) tiny too.
+    raw["scratch"].update(steps=8, grid_steps=2, lr_grid=[0.001, 0.0003])
+    # One variant stage (the trained one, which reads finetune's params): the frozen-feature
+    # variants run the same DVC mechanics and have their own tests (test_feature_variants.py).
+    raw["strategies"].update(variants=["lp_ft"])
     return raw
 
 
