@@ -184,8 +184,8 @@ class Augmentation:
 
     def draw(self, n: int, height: int, width: int, seed: int) -> Draw:
         """The parameters of ``n`` views (in MONAI's distributions), fixed by ``seed``."""
-        cfg = self.cfg
-        rng = np.random.default_rng(int(seed) % _MAX_SEED)
+        cfg, seed = self.cfg, int(seed) % _MAX_SEED
+        rng = np.random.default_rng(seed)
         fire = rng.random((n, 4)) < cfg.prob  # affine, contrast, noise, flip
         r = float(np.deg2rad(cfg.rotate_deg))
         angle = rng.uniform(-r, r, n)
@@ -232,7 +232,7 @@ class Augmentation:
         return x.clamp(0.0, 1.0)
 
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        _check_batch(x)
+        _check_batch(x)  # before reading H and W off it
         return self.apply(x, self.draw(x.shape[0], x.shape[2], x.shape[3], seed).to(x.device))
 
 

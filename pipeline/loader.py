@@ -55,7 +55,7 @@ def load_batch(images: Images, rows: np.ndarray, transform: Any, seed: int, epoc
     """Read ``rows`` (float16 store -> float32) and, with ``transform``, draw their views'
     parameters; ``pin`` page-locks the tensors for an asynchronous copy to a GPU."""
     rows = np.asarray(rows)
-    contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1))
+    contiguous = len(rows) > 0 and bool(np.all(np.diff(rows) == 1))
     # A run of rows reads as a slice (a view of one shard: one copy instead of two).
     picked = images[int(rows[0]) : int(rows[-1]) + 1] if contiguous else images[rows]
     x = torch.from_numpy(np.asarray(picked, dtype=np.float32)).unsqueeze(1)
